@@ -1,0 +1,1 @@
+//! meshtable-agent (being written).

@@ -1,0 +1,1 @@
+//! meshtable (being written).

@@ -1,0 +1,74 @@
+//! The meshtable wire format, shared by the agent, the controller and the
+//! simulator. No IO lives here.
+//!
+//! # Topics
+//!
+//! `meshtable/v1/{network}/{node}/{kind}` where `network` and `node` are
+//! 1-64 characters of `[a-z0-9_-]` and `kind` is one of:
+//!
+//! | kind | message | retained | QoS | sent |
+//! |---|---|---|---|---|
+//! | `hello` | [`Hello`] | yes | 1 | at every (re)connect |
+//! | `state` | [`State`] | yes | 1 | `online` at connect; `offline` is the last will |
+//! | `telemetry` | [`Telemetry`] | no | 1 | every interval |
+//!
+//! # Encodings
+//!
+//! Agents send compact CBOR (RFC 8949): every message is a map with small
+//! integer keys, key 0 being the version. JSON with the same schema and the
+//! field names as keys is accepted too, so that `mosquitto_pub` can publish a
+//! report by hand. Readers tell the two apart by the first byte (see [`sniff`]).
+//!
+//! ## Schema, version 1
+//!
+//! `Hello`: 0 `v`, 1 `agent_version`, 2 `hostname`, 3 `model`, 4 `os_release`,
+//! 5 `kernel`, 6 `interfaces` (list of `InterfaceInfo`), 7 `location`
+//! (optional), 8 `interval_ms`.
+//!
+//! `InterfaceInfo`: 0 `name`, 1 `mac` (optional), 2 `mtu`, 3 `addresses`
+//! (CIDR strings), 4 `kind` (CBOR: 0 other, 1 ethernet, 2 wireless, 3 bridge,
+//! 4 loopback, 5 vlan, 6 tunnel, 7 virtual; JSON: the name).
+//!
+//! `Location`: 0 `latitude`, 1 `longitude`, 2 `altitude` (optional).
+//!
+//! `State`: 0 `v`, 1 `status` (CBOR: 0 online, 1 offline; JSON: the name),
+//! 2 `time_ms` (optional).
+//!
+//! `Telemetry`: 0 `v`, 1 `node`, 2 `boot_id`, 3 `seq`, 4 `time_ms`,
+//! 5 `uptime_ms`, 6 `load` (three floats), 7 `cpu` (`CpuTimes`), 8 `mem_total`,
+//! 9 `mem_available`, 10 `rootfs_size`, 11 `rootfs_free`, 12 `interfaces`
+//! (list of `InterfaceCounters`).
+//!
+//! `CpuTimes`: 0 `user`, 1 `nice`, 2 `system`, 3 `idle`, 4 `iowait`, 5 `irq`,
+//! 6 `softirq`, 7 `steal` (clock ticks).
+//!
+//! `InterfaceCounters`: 0 `name`, 1 `rx_bytes`, 2 `tx_bytes`, 3 `rx_packets`,
+//! 4 `tx_packets`, 5 `rx_errors`, 6 `tx_errors`, 7 `rx_dropped`, 8 `tx_dropped`.
+//!
+//! A JSON telemetry report by hand:
+//!
+//! ```text
+//! mosquitto_pub -t meshtable/v1/demo/node1/telemetry -m '{"v":1,"node":"node1",
+//!   "boot_id":"b1","seq":0,"time_ms":1764000000000,"uptime_ms":1000,
+//!   "load":[0.1,0.1,0.1],"cpu":{"user":1,"nice":0,"system":1,"idle":10},
+//!   "mem_total":1000,"mem_available":500,"rootfs_size":100,"rootfs_free":50}'
+//! ```
+//!
+//! # Compatibility
+//!
+//! Golden vectors of every version live in `tests/golden/v{N}/` and are decoded
+//! by every later build, so agents of an older version keep working.
+
+mod codec;
+pub mod examples;
+mod message;
+mod topic;
+
+pub use codec::{
+    DecodeError, Encoding, Message, Report, decode, encode, encode_cbor, encode_json, sniff,
+};
+pub use message::{
+    CpuTimes, Hello, InterfaceCounters, InterfaceInfo, InterfaceKind, Location, MAX_INTERFACES,
+    MAX_PAYLOAD, MAX_TEXT, SUPPORTED_VERSIONS, State, Status, Telemetry, VERSION,
+};
+pub use topic::{Kind, MAX_ID_LEN, TOPIC_ROOT, TOPIC_VERSION, Topic, TopicError, validate_id};

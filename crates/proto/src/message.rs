@@ -1,0 +1,290 @@
+//! The versioned messages and their two encodings.
+//!
+//! Every message is a map whose key 0 (`"v"` in JSON) is the message version.
+//! In CBOR the keys are small integers (the `#[n(..)]` indices below); in JSON
+//! they are the field names. Decoders skip keys they do not know, so a field
+//! added under a new index is invisible to older readers; a change older
+//! readers must not misread gets a new version number instead.
+
+use minicbor::{Decode, Encode};
+use serde::{Deserialize, Serialize};
+
+/// The message version this crate writes.
+pub const VERSION: u16 = 1;
+
+/// The versions this crate reads.
+pub const SUPPORTED_VERSIONS: &[u16] = &[1];
+
+/// Largest payload accepted by [`crate::decode`], in bytes.
+pub const MAX_PAYLOAD: usize = 64 * 1024;
+
+/// Most interfaces one hello or telemetry message may list.
+pub const MAX_INTERFACES: usize = 256;
+
+/// Longest free-text field (hostname, model, release...), in bytes.
+pub const MAX_TEXT: usize = 256;
+
+/// Retained description of a router, published at every (re)connect.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct Hello {
+    /// Message version.
+    #[n(0)]
+    pub v: u16,
+    /// Version of the agent that wrote this.
+    #[n(1)]
+    pub agent_version: String,
+    /// The router's hostname.
+    #[n(2)]
+    pub hostname: String,
+    /// Hardware model or board name; empty when unknown.
+    #[n(3)]
+    #[serde(default)]
+    pub model: String,
+    /// Operating system or firmware release (`PRETTY_NAME`, OpenWrt release...).
+    #[n(4)]
+    #[serde(default)]
+    pub os_release: String,
+    /// Kernel release (`uname -r`).
+    #[n(5)]
+    #[serde(default)]
+    pub kernel: String,
+    /// The router's network interfaces.
+    #[n(6)]
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceInfo>,
+    /// Where the router is, when configured.
+    #[n(7)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub location: Option<Location>,
+    /// How often the agent sends telemetry, in milliseconds. The controller
+    /// declares a node offline after three missed intervals.
+    #[n(8)]
+    pub interval_ms: u32,
+}
+
+/// One network interface as described in [`Hello`].
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct InterfaceInfo {
+    /// Interface name (`eth0`, `br-lan`...).
+    #[n(0)]
+    pub name: String,
+    /// Hardware address as `aa:bb:cc:dd:ee:ff`, when it has one.
+    #[n(1)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub mac: Option<String>,
+    /// Maximum transmission unit.
+    #[n(2)]
+    #[serde(default)]
+    pub mtu: u32,
+    /// Addresses in CIDR notation (`192.0.2.1/24`, `fe80::1/64`).
+    #[n(3)]
+    #[serde(default)]
+    pub addresses: Vec<String>,
+    /// What sort of interface it is.
+    #[n(4)]
+    #[serde(default)]
+    pub kind: InterfaceKind,
+}
+
+/// The sort of a network interface.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+#[cbor(index_only)]
+pub enum InterfaceKind {
+    /// Not known, or none of the others.
+    #[default]
+    #[n(0)]
+    Other,
+    /// Wired Ethernet.
+    #[n(1)]
+    Ethernet,
+    /// A wireless radio interface.
+    #[n(2)]
+    Wireless,
+    /// A bridge.
+    #[n(3)]
+    Bridge,
+    /// The loopback interface.
+    #[n(4)]
+    Loopback,
+    /// A VLAN on top of another interface.
+    #[n(5)]
+    Vlan,
+    /// A tunnel (WireGuard, GRE, VPN...).
+    #[n(6)]
+    Tunnel,
+    /// A virtual Ethernet device (veth, macvlan, dummy...).
+    #[n(7)]
+    Virtual,
+}
+
+/// A geographic position (WGS 84).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct Location {
+    /// Degrees north.
+    #[n(0)]
+    pub latitude: f64,
+    /// Degrees east.
+    #[n(1)]
+    pub longitude: f64,
+    /// Metres above sea level, when known.
+    #[n(2)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub altitude: Option<f64>,
+}
+
+/// Retained online/offline state. The offline one is the agent's MQTT last will.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct State {
+    /// Message version.
+    #[n(0)]
+    pub v: u16,
+    /// Whether the node is up.
+    #[n(1)]
+    pub status: Status,
+    /// Wall-clock time the state was written, Unix milliseconds; absent in the
+    /// last will, whose time is not known when it is registered.
+    #[n(2)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub time_ms: Option<u64>,
+}
+
+/// A node's reachability as the node itself (or its last will) reports it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[serde(rename_all = "snake_case")]
+#[cbor(index_only)]
+pub enum Status {
+    /// Connected and reporting.
+    #[n(0)]
+    Online,
+    /// Disconnected, cleanly or not.
+    #[n(1)]
+    Offline,
+}
+
+/// Periodic telemetry: cumulative counters and instantaneous gauges.
+///
+/// Counters are cumulative since boot; the controller derives rates from the
+/// deltas between consecutive samples of the same boot.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct Telemetry {
+    /// Message version.
+    #[n(0)]
+    pub v: u16,
+    /// The node id; must equal the node level of the topic.
+    #[n(1)]
+    pub node: String,
+    /// Identifies one boot of the router (Linux `/proc/sys/kernel/random/boot_id`).
+    #[n(2)]
+    pub boot_id: String,
+    /// Sequence number, starting at 0 at every agent start and growing by one
+    /// per report. `(node, boot_id, seq)` identifies a report.
+    #[n(3)]
+    pub seq: u64,
+    /// Router wall-clock time, Unix milliseconds. Routers without a real-time
+    /// clock report 1970 until NTP answers.
+    #[n(4)]
+    pub time_ms: u64,
+    /// Time since boot, milliseconds.
+    #[n(5)]
+    pub uptime_ms: u64,
+    /// Load averages over 1, 5 and 15 minutes.
+    #[n(6)]
+    pub load: [f32; 3],
+    /// Cumulative CPU time since boot, split by state.
+    #[n(7)]
+    pub cpu: CpuTimes,
+    /// Total usable memory, bytes.
+    #[n(8)]
+    pub mem_total: u64,
+    /// Memory available for new work without swapping (`MemAvailable`), bytes.
+    #[n(9)]
+    pub mem_available: u64,
+    /// Size of the root filesystem, bytes.
+    #[n(10)]
+    pub rootfs_size: u64,
+    /// Space on the root filesystem available to unprivileged users, bytes.
+    #[n(11)]
+    pub rootfs_free: u64,
+    /// Per-interface counters.
+    #[n(12)]
+    #[serde(default)]
+    pub interfaces: Vec<InterfaceCounters>,
+}
+
+/// Cumulative CPU time since boot, in clock ticks (`USER_HZ`, 100 per second
+/// on Linux), summed over all CPUs, as in the first line of `/proc/stat`.
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct CpuTimes {
+    /// Normal processes in user mode.
+    #[n(0)]
+    pub user: u64,
+    /// Niced processes in user mode.
+    #[n(1)]
+    pub nice: u64,
+    /// Kernel mode.
+    #[n(2)]
+    pub system: u64,
+    /// Idle.
+    #[n(3)]
+    pub idle: u64,
+    /// Waiting for I/O.
+    #[n(4)]
+    #[serde(default)]
+    pub iowait: u64,
+    /// Servicing interrupts.
+    #[n(5)]
+    #[serde(default)]
+    pub irq: u64,
+    /// Servicing softirqs.
+    #[n(6)]
+    #[serde(default)]
+    pub softirq: u64,
+    /// Stolen by the hypervisor.
+    #[n(7)]
+    #[serde(default)]
+    pub steal: u64,
+}
+
+/// Cumulative counters of one interface (the kernel's 64-bit link statistics).
+#[derive(Debug, Clone, Default, PartialEq, Eq, Serialize, Deserialize, Encode, Decode)]
+#[cbor(map)]
+pub struct InterfaceCounters {
+    /// Interface name.
+    #[n(0)]
+    pub name: String,
+    /// Bytes received.
+    #[n(1)]
+    pub rx_bytes: u64,
+    /// Bytes sent.
+    #[n(2)]
+    pub tx_bytes: u64,
+    /// Packets received.
+    #[n(3)]
+    pub rx_packets: u64,
+    /// Packets sent.
+    #[n(4)]
+    pub tx_packets: u64,
+    /// Receive errors.
+    #[n(5)]
+    #[serde(default)]
+    pub rx_errors: u64,
+    /// Transmit errors.
+    #[n(6)]
+    #[serde(default)]
+    pub tx_errors: u64,
+    /// Received packets dropped.
+    #[n(7)]
+    #[serde(default)]
+    pub rx_dropped: u64,
+    /// Packets dropped before sending.
+    #[n(8)]
+    #[serde(default)]
+    pub tx_dropped: u64,
+}

@@ -1,0 +1,1 @@
+//! meshtable-sim (being written).

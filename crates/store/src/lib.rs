@@ -1,0 +1,1 @@
+//! meshtable-store (being written).

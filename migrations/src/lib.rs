@@ -1,0 +1,1 @@
+//! meshtable-migrations (being written).

@@ -1,0 +1,1 @@
+//! meshtable-tests (being written).
