@@ -112,5 +112,6 @@ pub fn telemetry_v1() -> Telemetry {
                 }
             })
             .collect(),
+        dropped: 0,
     }
 }

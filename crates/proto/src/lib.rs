@@ -37,7 +37,8 @@
 //! `Telemetry`: 0 `v`, 1 `node`, 2 `boot_id`, 3 `seq`, 4 `time_ms`,
 //! 5 `uptime_ms`, 6 `load` (three floats), 7 `cpu` (`CpuTimes`), 8 `mem_total`,
 //! 9 `mem_available`, 10 `rootfs_size`, 11 `rootfs_free`, 12 `interfaces`
-//! (list of `InterfaceCounters`).
+//! (list of `InterfaceCounters`), 13 `dropped` (reports the
+//! agent's queue dropped since it started).
 //!
 //! `CpuTimes`: 0 `user`, 1 `nice`, 2 `system`, 3 `idle`, 4 `iowait`, 5 `irq`,
 //! 6 `softirq`, 7 `steal` (clock ticks).

@@ -215,6 +215,12 @@ pub struct Telemetry {
     #[n(12)]
     #[serde(default)]
     pub interfaces: Vec<InterfaceCounters>,
+    /// Reports the agent's bounded queue has dropped since the agent started
+    /// (the queue drops the oldest report when the broker is unreachable for
+    /// longer than it can hold).
+    #[n(13)]
+    #[serde(default)]
+    pub dropped: u64,
 }
 
 /// Cumulative CPU time since boot, in clock ticks (`USER_HZ`, 100 per second
