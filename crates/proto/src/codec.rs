@@ -182,6 +182,11 @@ fn text(field: &str, value: &str) -> Result<(), DecodeError> {
             value.len()
         )));
     }
+    if value.chars().any(char::is_control) {
+        return Err(DecodeError::Invalid(format!(
+            "{field} contains control characters"
+        )));
+    }
     Ok(())
 }
 

@@ -20,6 +20,8 @@ fn rejects_bad_payloads_by_reason() {
     v2.v = 2;
     let mut bad_mem = examples::telemetry_v1();
     bad_mem.mem_available = bad_mem.mem_total + 1;
+    let mut nul = examples::telemetry_v1();
+    nul.boot_id.push('\0');
     let mut trailing = good.clone();
     trailing.push(0);
     let cases: Vec<(&str, Vec<u8>, &str)> = vec![
@@ -49,6 +51,7 @@ fn rejects_bad_payloads_by_reason() {
         ("no version", br#"{"node":"x"}"#.to_vec(), "malformed"),
         ("wrong type", br#"{"v":1,"node":5}"#.to_vec(), "malformed"),
         ("rule broken", encode_cbor(&bad_mem), "invalid"),
+        ("nul in text", encode_cbor(&nul), "invalid"),
     ];
     for (name, payload, want) in cases {
         assert_eq!(reason(&payload), want, "{name}");
