@@ -1,1 +1,74 @@
-//! meshtable-migrations (being written).
+//! meshtable's database schema, as append-only, timestamp-named
+//! [sea-orm-migration](sea_orm_migration) steps.
+//!
+//! A step, once released, is never edited: a schema change is a new file
+//! `mYYYYMMDD_NNNNNN_what.rs`, added at the end of [`Migrator::migrations`].
+//! Steps use the schema builder only (no SQL strings), so the same step runs
+//! on SQLite and PostgreSQL.
+//!
+//! Only this crate and `meshtable-store` know the schema; `meshtable-store`
+//! runs [`Migrator::up`] when it connects.
+
+pub use sea_orm_migration::MigratorTrait;
+use sea_orm_migration::prelude::*;
+
+mod m20261128_000001_create_tables;
+
+/// Every migration step, oldest first.
+#[derive(Debug, Clone, Copy, Default)]
+pub struct Migrator;
+
+#[async_trait::async_trait]
+impl MigratorTrait for Migrator {
+    fn migrations() -> Vec<Box<dyn MigrationTrait>> {
+        vec![Box::new(m20261128_000001_create_tables::Migration)]
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use sea_orm_migration::sea_orm::Database;
+
+    use super::*;
+
+    #[test]
+    fn steps_are_timestamp_named_and_in_order() {
+        let names: Vec<String> = Migrator::migrations()
+            .iter()
+            .map(|m| m.name().to_owned())
+            .collect();
+        for name in &names {
+            let b = name.as_bytes();
+            let ok = b.len() > 17
+                && b[0] == b'm'
+                && b[1..9].iter().all(u8::is_ascii_digit)
+                && b[9] == b'_'
+                && b[10..16].iter().all(u8::is_ascii_digit)
+                && b[16] == b'_'
+                && b[17..]
+                    .iter()
+                    .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == b'_');
+            assert!(ok, "{name} is not named mYYYYMMDD_NNNNNN_what");
+        }
+        assert!(
+            names.windows(2).all(|w| w[0] < w[1]),
+            "steps out of order: {names:?}"
+        );
+    }
+
+    #[tokio::test]
+    async fn up_down_up() -> Result<(), DbErr> {
+        let db = Database::connect("sqlite::memory:").await?;
+        let all = Migrator::migrations().len();
+        Migrator::up(&db, None).await?;
+        assert_eq!(Migrator::get_applied_migrations(&db).await?.len(), all);
+        assert!(Migrator::get_pending_migrations(&db).await?.is_empty());
+        // Up again is a no-op.
+        Migrator::up(&db, None).await?;
+        Migrator::down(&db, None).await?;
+        assert_eq!(Migrator::get_pending_migrations(&db).await?.len(), all);
+        Migrator::up(&db, None).await?;
+        assert!(Migrator::get_pending_migrations(&db).await?.is_empty());
+        Ok(())
+    }
+}

@@ -1,1 +1,285 @@
-//! meshtable-store (being written).
+//! meshtable's storage: what the controller knows about networks, nodes and
+//! their telemetry, in SQLite or PostgreSQL through sea-orm.
+//!
+//! Only this crate and `meshtable-migrations` know SQL or sea-orm: everything
+//! else goes through [`Store`] and the plain types it returns. Both backends
+//! behave the same; the tests run every case on both.
+//!
+//! # Schema
+//!
+//! Defined by the append-only migrations in `meshtable-migrations`, which
+//! [`Store::connect`] applies. Times are Unix milliseconds (`BIGINT`); wire
+//! counters are u64 and stored as `BIGINT`, saturating at `i64::MAX`.
+//!
+//! | table | key | what |
+//! |---|---|---|
+//! | `network` | `id` | every network id seen, with `first_seen_ms` |
+//! | `node` | `id` (serial); unique `(network, node)` | the latest hello (`hello` as proto JSON, `hostname`, `model`, `interval_ms`), `status` (`online`/`offline`), `status_since_ms`, `first_seen_ms`, `last_seen_ms` |
+//! | `sample` | `id` (serial); unique `(node_id, boot_id, seq)`; index `(node_id, t_ms)` | one telemetry report: `t_ms` (series time), `time_ms` (router clock), `received_ms`, `clock_ok`, `uptime_ms`, loads, CPU ticks, memory, rootfs, `dropped`, and the derived `cpu_busy_ratio` |
+//! | `interface_sample` | `(sample_id, name)` | the 8 counters of one interface in one sample, and the derived `rx_bps`, `tx_bps` |
+//!
+//! A node and its network are created by the first message of any kind.
+//! Telemetry is deduplicated by the unique `(node_id, boot_id, seq)` index and
+//! `INSERT ... ON CONFLICT DO NOTHING`, so two deliveries of one report, even
+//! on two controllers at once, store it once.
+//!
+//! # Derived values
+//!
+//! Computed once, when a report is stored, against the previous stored sample
+//! of the same node and boot (the largest `seq` below this one, one indexed
+//! lookup): `rx_bps`/`tx_bps` = counter delta × 8 / uptime delta in seconds,
+//! and `cpu_busy_ratio` = (Δtotal − Δidle − Δiowait) / Δtotal over the CPU
+//! ticks. A new boot, a counter that went down, an interface the previous
+//! sample lacks, or an uptime that did not advance give no value (`null`);
+//! never a negative one.
+//!
+//! A sample's series time is the router's clock when it is plausible (after
+//! 2020-01-01 and at most five minutes ahead of the controller), else the
+//! reception time; `clock_ok` records which.
+
+mod derive;
+mod entity;
+mod error;
+mod metric;
+mod read;
+pub mod time;
+mod types;
+mod write;
+
+use std::path::{Path, PathBuf};
+use std::str::FromStr;
+use std::time::Duration;
+
+use meshtable_migrations::{Migrator, MigratorTrait};
+use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
+use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr};
+
+pub use error::StoreError;
+pub use metric::Metric;
+pub use types::{
+    Backend, InterfaceSample, NetworkSummary, NodeDetail, NodeStatus, NodeSummary, Point, Recorded,
+    Sample,
+};
+
+/// How long a SQLite writer waits for another's lock before failing.
+const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Connections to a SQLite file: WAL lets readers run beside the one writer.
+const SQLITE_FILE_CONNECTIONS: u32 = 4;
+
+/// The database behind the controller. Cheap to clone (a connection pool).
+#[derive(Clone, Debug)]
+pub struct Store {
+    db: DatabaseConnection,
+    backend: Backend,
+}
+
+/// Where a `sqlite:` URL points.
+#[derive(Debug, PartialEq, Eq)]
+enum SqliteTarget {
+    Memory,
+    File {
+        path: PathBuf,
+        /// The URL sets `mode=` itself; otherwise `rwc` is implied.
+        explicit_mode: bool,
+    },
+}
+
+fn sqlite_target(url: &str) -> SqliteTarget {
+    let rest = url
+        .strip_prefix("sqlite://")
+        .or_else(|| url.strip_prefix("sqlite:"))
+        .unwrap_or(url);
+    let (db, params) = rest.split_once('?').unwrap_or((rest, ""));
+    let params: Vec<(&str, &str)> = params
+        .split('&')
+        .filter_map(|kv| kv.split_once('='))
+        .collect();
+    if db == ":memory:" || params.contains(&("mode", "memory")) {
+        return SqliteTarget::Memory;
+    }
+    SqliteTarget::File {
+        path: PathBuf::from(db),
+        explicit_mode: params.iter().any(|(k, _)| *k == "mode"),
+    }
+}
+
+fn create_parent_dir(path: &Path) -> Result<(), StoreError> {
+    match path.parent() {
+        Some(dir) if !dir.as_os_str().is_empty() => {
+            std::fs::create_dir_all(dir).map_err(|source| StoreError::CreateDir {
+                path: dir.to_owned(),
+                source,
+            })
+        }
+        _ => Ok(()),
+    }
+}
+
+/// Opens the pool. Processes opening one new SQLite file at the same moment
+/// can find it locked while another switches it to WAL (SQLite reports that
+/// at once instead of waiting): try again shortly.
+async fn connect_pool(
+    opts: ConnectOptions,
+    backend: Backend,
+) -> Result<DatabaseConnection, StoreError> {
+    const ATTEMPTS: u32 = 10;
+    let mut attempt = 1;
+    loop {
+        match Database::connect(opts.clone()).await {
+            Ok(db) => return Ok(db),
+            Err(e) if backend == Backend::Sqlite && is_sqlite_busy(&e) && attempt < ATTEMPTS => {
+                tracing::debug!(attempt, error = %e, "sqlite database busy, retrying");
+                tokio::time::sleep(Duration::from_millis(20 * u64::from(attempt))).await;
+                attempt += 1;
+            }
+            Err(e) => return Err(e.into()),
+        }
+    }
+}
+
+/// SQLITE_BUSY and its extended codes (BUSY_RECOVERY, BUSY_SNAPSHOT, BUSY_TIMEOUT).
+fn is_sqlite_busy(e: &DbErr) -> bool {
+    let (DbErr::Conn(RuntimeErr::SqlxError(e))
+    | DbErr::Exec(RuntimeErr::SqlxError(e))
+    | DbErr::Query(RuntimeErr::SqlxError(e))) = e
+    else {
+        return false;
+    };
+    e.as_database_error()
+        .and_then(|d| d.code())
+        .and_then(|c| c.parse::<i32>().ok())
+        .is_some_and(|c| c & 0xff == 5)
+}
+
+/// Applies pending migrations. Several controllers starting at once on one
+/// database race to migrate it: each step is one transaction, so a loser
+/// fails cleanly and finds the work done when it looks again.
+async fn migrate(db: &DatabaseConnection) -> Result<(), StoreError> {
+    const ATTEMPTS: u32 = 5;
+    let mut attempt = 1;
+    loop {
+        let Err(e) = Migrator::up(db, None).await else {
+            return Ok(());
+        };
+        if let Ok(pending) = Migrator::get_pending_migrations(db).await
+            && pending.is_empty()
+        {
+            tracing::debug!(error = %e, "database migrated concurrently by another process");
+            return Ok(());
+        }
+        if attempt == ATTEMPTS {
+            return Err(StoreError::Migration(e));
+        }
+        tracing::warn!(attempt, error = %e, "database migration failed, retrying");
+        tokio::time::sleep(Duration::from_millis(50 * u64::from(attempt))).await;
+        attempt += 1;
+    }
+}
+
+impl Store {
+    /// Connects and applies all pending migrations.
+    ///
+    /// - `sqlite://path` or `sqlite:path` (`sqlite:///abs/path` for an absolute
+    ///   one): the file and its parent directories are created if missing
+    ///   (`mode=rwc` is implied unless the URL sets a mode); WAL journal,
+    ///   `synchronous=NORMAL`, a busy timeout and foreign keys are enabled.
+    /// - `sqlite::memory:`: a private in-memory database, on one connection
+    ///   that is never recycled.
+    /// - `postgres://...` or `postgresql://...`.
+    pub async fn connect(url: &str) -> Result<Store, StoreError> {
+        let mut opts = ConnectOptions::new(url);
+        opts.sqlx_logging(false);
+        let backend = if url.starts_with("sqlite:") {
+            // Reject what sqlx would reject, before touching the file system.
+            SqliteConnectOptions::from_str(url)
+                .map_err(|e| StoreError::InvalidUrl(e.to_string()))?;
+            match sqlite_target(url) {
+                SqliteTarget::Memory => {
+                    // Every connection would see its own empty database, and
+                    // it vanishes with its last connection: keep exactly one.
+                    opts.max_connections(1)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None)
+                        .map_sqlx_sqlite_opts(|o| o.busy_timeout(SQLITE_BUSY_TIMEOUT));
+                }
+                SqliteTarget::File {
+                    path,
+                    explicit_mode,
+                } => {
+                    create_parent_dir(&path)?;
+                    opts.max_connections(SQLITE_FILE_CONNECTIONS)
+                        .map_sqlx_sqlite_opts(move |o| {
+                            let o = o
+                                .journal_mode(SqliteJournalMode::Wal)
+                                .synchronous(SqliteSynchronous::Normal)
+                                .busy_timeout(SQLITE_BUSY_TIMEOUT)
+                                .foreign_keys(true);
+                            if explicit_mode {
+                                o
+                            } else {
+                                o.create_if_missing(true)
+                            }
+                        });
+                }
+            }
+            Backend::Sqlite
+        } else if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+            Backend::Postgres
+        } else {
+            return Err(StoreError::InvalidUrl(
+                "expected sqlite://path, sqlite::memory: or postgres://...".to_owned(),
+            ));
+        };
+        let db = connect_pool(opts, backend).await?;
+        migrate(&db).await?;
+        tracing::debug!(backend = ?backend, "database ready");
+        Ok(Store { db, backend })
+    }
+
+    /// Which database this is.
+    pub fn backend(&self) -> Backend {
+        self.backend
+    }
+
+    /// Checks that the database answers (for health checks).
+    pub async fn ping(&self) -> Result<(), StoreError> {
+        Ok(self.db.ping().await?)
+    }
+
+    /// Closes the connection pool, waiting for connections in use. Clones of
+    /// this store fail afterwards.
+    pub async fn close(self) -> Result<(), StoreError> {
+        Ok(self.db.close().await?)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn sqlite_targets() {
+        #[track_caller]
+        fn check(url: &str, expect: SqliteTarget) {
+            assert_eq!(sqlite_target(url), expect, "{url}");
+        }
+        let file = |p: &str, explicit_mode| SqliteTarget::File {
+            path: PathBuf::from(p),
+            explicit_mode,
+        };
+        check("sqlite::memory:", SqliteTarget::Memory);
+        check("sqlite://:memory:", SqliteTarget::Memory);
+        check("sqlite://?mode=memory", SqliteTarget::Memory);
+        check("sqlite://data/m.db", file("data/m.db", false));
+        check("sqlite:data/m.db", file("data/m.db", false));
+        check("sqlite://./data/m.db", file("./data/m.db", false));
+        check("sqlite:///var/lib/m.db", file("/var/lib/m.db", false));
+        check(
+            "sqlite:///var/lib/m.db?mode=rwc",
+            file("/var/lib/m.db", true),
+        );
+        check("sqlite://m.db?mode=ro", file("m.db", true));
+    }
+}
