@@ -1,0 +1,482 @@
+//! Config: command-line flags over an optional TOML file over defaults,
+//! validated as a whole before the agent touches the network.
+
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use clap::Parser;
+use meshtable_proto::{Location, TopicError, validate_id};
+use serde::Deserialize;
+
+/// Default broker.
+pub const DEFAULT_MQTT_URL: &str = "mqtt://127.0.0.1:1883";
+/// Default network id.
+pub const DEFAULT_NETWORK: &str = "default";
+/// Default telemetry interval.
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
+/// Default queue capacity, in reports.
+pub const DEFAULT_QUEUE_CAPACITY: usize = 1000;
+/// Shortest interval accepted.
+pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Longest interval accepted.
+pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
+/// Largest queue accepted, in reports.
+pub const MAX_QUEUE_CAPACITY: usize = 1_000_000;
+
+/// Why the configuration was refused.
+#[derive(Debug, thiserror::Error)]
+pub enum ConfigError {
+    /// The config file could not be read.
+    #[error("cannot read config file {path}: {error}")]
+    Read {
+        /// The file.
+        path: PathBuf,
+        /// What the OS said.
+        error: std::io::Error,
+    },
+    /// The config file is not valid TOML of the expected shape.
+    #[error("invalid config file {path}: {message}")]
+    Parse {
+        /// The file.
+        path: PathBuf,
+        /// The parser's message.
+        message: String,
+    },
+    /// The broker URL is not `mqtt://host[:port]`.
+    #[error("invalid --mqtt-url {url:?}: {reason}")]
+    MqttUrl {
+        /// The URL given.
+        url: String,
+        /// What is wrong with it.
+        reason: String,
+    },
+    /// The network id breaks the identifier rules.
+    #[error("invalid --network: {0}")]
+    Network(TopicError),
+    /// The node id breaks the identifier rules.
+    #[error("invalid --node-id: {0}")]
+    NodeId(TopicError),
+    /// The interval is out of range.
+    #[error("invalid --interval {0}: use 1s to 24h")]
+    Interval(String),
+    /// The queue capacity is out of range.
+    #[error("invalid --queue-capacity {0}: use 1 to 1000000")]
+    QueueCapacity(usize),
+    /// The location is not a valid WGS 84 position.
+    #[error("invalid location: latitude must be within -90..90 and longitude within -180..180")]
+    Location,
+}
+
+/// Command-line flags. Every flag but `--config` and `--once` can also be
+/// set in the TOML file; a flag wins over the file.
+#[derive(Debug, Clone, Default, Parser)]
+#[command(
+    name = "meshtable-agent",
+    version,
+    about = "Reports a router's health and traffic to a meshtable controller over MQTT"
+)]
+pub struct Cli {
+    /// TOML config file (see deploy/agent/meshtable-agent.toml)
+    #[arg(long, value_name = "FILE")]
+    pub config: Option<PathBuf>,
+    /// Broker URL, mqtt://host[:port] or mqtt://user:password@host[:port] [default: mqtt://127.0.0.1:1883]
+    #[arg(long, value_name = "URL")]
+    pub mqtt_url: Option<String>,
+    /// Network (tenant) id, 1-64 of [a-z0-9_-] [default: default]
+    #[arg(long, value_name = "ID")]
+    pub network: Option<String>,
+    /// Node id, 1-64 of [a-z0-9_-] [default: primary MAC as 12 hex digits]
+    #[arg(long, value_name = "ID")]
+    pub node_id: Option<String>,
+    /// Telemetry interval, e.g. 60s, 5m [default: 60s]
+    #[arg(long, value_name = "DURATION", value_parser = humantime::parse_duration)]
+    pub interval: Option<Duration>,
+    /// Reports kept while the broker is unreachable; the oldest is dropped beyond [default: 1000]
+    #[arg(long, value_name = "N")]
+    pub queue_capacity: Option<usize>,
+    /// Print one {"hello":...,"telemetry":...} as JSON and exit, without a broker
+    #[arg(long)]
+    pub once: bool,
+    /// Root of the proc filesystem [default: /proc]
+    #[arg(long, value_name = "DIR")]
+    pub proc_root: Option<PathBuf>,
+    /// Log filter, e.g. info or meshtable_agent=debug [default: RUST_LOG, else info]
+    #[arg(long, value_name = "FILTER")]
+    pub log: Option<String>,
+}
+
+/// The TOML file. Keys are the flags' names with `_` for `-`.
+#[derive(Debug, Clone, Default, PartialEq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    /// See [`Cli::mqtt_url`].
+    pub mqtt_url: Option<String>,
+    /// See [`Cli::network`].
+    pub network: Option<String>,
+    /// See [`Cli::node_id`].
+    pub node_id: Option<String>,
+    /// See [`Cli::interval`].
+    #[serde(default, with = "humantime_serde")]
+    pub interval: Option<Duration>,
+    /// See [`Cli::queue_capacity`].
+    pub queue_capacity: Option<usize>,
+    /// See [`Cli::proc_root`].
+    pub proc_root: Option<PathBuf>,
+    /// See [`Cli::log`].
+    pub log: Option<String>,
+    /// Where the router stands; announced in the hello.
+    pub location: Option<Location>,
+}
+
+/// A broker address taken from `--mqtt-url`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Broker {
+    /// Host name or IP address (without brackets).
+    pub host: String,
+    /// TCP port.
+    pub port: u16,
+    /// User name and password, when the URL has them.
+    pub credentials: Option<(String, String)>,
+}
+
+/// The validated configuration.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Config {
+    /// The broker.
+    pub broker: Broker,
+    /// Network id (valid).
+    pub network: String,
+    /// Node id (valid), or `None` to derive it from the primary MAC.
+    pub node_id: Option<String>,
+    /// Telemetry interval.
+    pub interval: Duration,
+    /// Queue capacity, in reports.
+    pub queue_capacity: usize,
+    /// Print one report and exit.
+    pub once: bool,
+    /// Root of the proc filesystem.
+    pub proc_root: PathBuf,
+    /// Log filter, when set.
+    pub log: Option<String>,
+    /// Where the router stands.
+    pub location: Option<Location>,
+}
+
+/// Parses `mqtt://[user:password@]host[:port]` (also `tcp://`). TLS schemes
+/// are refused: the agent carries no TLS stack.
+pub fn parse_mqtt_url(url: &str) -> Result<Broker, ConfigError> {
+    let err = |reason: &str| ConfigError::MqttUrl {
+        url: url.to_owned(),
+        reason: reason.to_owned(),
+    };
+    let (scheme, rest) = url
+        .split_once("://")
+        .ok_or_else(|| err("expected mqtt://host[:port]"))?;
+    match scheme {
+        "mqtt" | "tcp" => {}
+        "mqtts" | "ssl" | "tls" => {
+            return Err(err(
+                "TLS is not built into the agent; reach the broker through a local tunnel or a plain-MQTT listener",
+            ));
+        }
+        _ => return Err(err("the scheme must be mqtt://")),
+    }
+    let rest = rest.strip_suffix('/').unwrap_or(rest);
+    if rest.contains(['/', '?', '#']) {
+        return Err(err("a path or query is not allowed"));
+    }
+    let (credentials, hostport) = match rest.rsplit_once('@') {
+        Some((userinfo, hostport)) => {
+            let (user, password) = userinfo.split_once(':').unwrap_or((userinfo, ""));
+            if user.is_empty() {
+                return Err(err("empty user name"));
+            }
+            (Some((user.to_owned(), password.to_owned())), hostport)
+        }
+        None => (None, rest),
+    };
+    let (host, port) = if let Some(v6) = hostport.strip_prefix('[') {
+        let (host, after) = v6
+            .split_once(']')
+            .ok_or_else(|| err("unclosed [ in IPv6 address"))?;
+        match after {
+            "" => (host, None),
+            p => (
+                host,
+                Some(
+                    p.strip_prefix(':')
+                        .ok_or_else(|| err("expected :port after ]"))?,
+                ),
+            ),
+        }
+    } else {
+        match hostport.rsplit_once(':') {
+            Some((h, p)) => (h, Some(p)),
+            None => (hostport, None),
+        }
+    };
+    if host.is_empty() {
+        return Err(err("empty host"));
+    }
+    let port = match port {
+        None => 1883,
+        Some(p) => p
+            .parse::<u16>()
+            .ok()
+            .filter(|p| *p != 0)
+            .ok_or_else(|| err("the port must be a number from 1 to 65535"))?,
+    };
+    Ok(Broker {
+        host: host.to_owned(),
+        port,
+        credentials,
+    })
+}
+
+/// Reads and parses a TOML config file.
+pub fn read_file(path: &Path) -> Result<FileConfig, ConfigError> {
+    let text = std::fs::read_to_string(path).map_err(|error| ConfigError::Read {
+        path: path.to_owned(),
+        error,
+    })?;
+    parse_file(&text).map_err(|message| ConfigError::Parse {
+        path: path.to_owned(),
+        message,
+    })
+}
+
+/// Parses the text of a TOML config file.
+pub fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string().trim_end().to_owned())
+}
+
+impl Config {
+    /// Loads the file named by `--config` (if any) and merges the flags over it.
+    pub fn load(cli: Cli) -> Result<Config, ConfigError> {
+        let file = match &cli.config {
+            Some(path) => read_file(path)?,
+            None => FileConfig::default(),
+        };
+        Config::merge(cli, file)
+    }
+
+    /// Merges flags over the file over defaults, and validates the result.
+    pub fn merge(cli: Cli, file: FileConfig) -> Result<Config, ConfigError> {
+        let mqtt_url = cli
+            .mqtt_url
+            .or(file.mqtt_url)
+            .unwrap_or_else(|| DEFAULT_MQTT_URL.to_owned());
+        let broker = parse_mqtt_url(&mqtt_url)?;
+        let network = cli
+            .network
+            .or(file.network)
+            .unwrap_or_else(|| DEFAULT_NETWORK.to_owned());
+        validate_id(&network).map_err(ConfigError::Network)?;
+        let node_id = cli.node_id.or(file.node_id);
+        if let Some(node) = &node_id {
+            validate_id(node).map_err(ConfigError::NodeId)?;
+        }
+        let interval = cli.interval.or(file.interval).unwrap_or(DEFAULT_INTERVAL);
+        if !(MIN_INTERVAL..=MAX_INTERVAL).contains(&interval) {
+            return Err(ConfigError::Interval(
+                humantime::format_duration(interval).to_string(),
+            ));
+        }
+        let queue_capacity = cli
+            .queue_capacity
+            .or(file.queue_capacity)
+            .unwrap_or(DEFAULT_QUEUE_CAPACITY);
+        if !(1..=MAX_QUEUE_CAPACITY).contains(&queue_capacity) {
+            return Err(ConfigError::QueueCapacity(queue_capacity));
+        }
+        if let Some(loc) = &file.location {
+            let ok = (-90.0..=90.0).contains(&loc.latitude)
+                && (-180.0..=180.0).contains(&loc.longitude)
+                && loc.altitude.is_none_or(f64::is_finite);
+            if !ok {
+                return Err(ConfigError::Location);
+            }
+        }
+        Ok(Config {
+            broker,
+            network,
+            node_id,
+            interval,
+            queue_capacity,
+            once: cli.once,
+            proc_root: cli
+                .proc_root
+                .or(file.proc_root)
+                .unwrap_or_else(|| "/proc".into()),
+            log: cli.log.or(file.log),
+            location: file.location,
+        })
+    }
+
+    /// The interval in milliseconds, as announced in the hello.
+    pub fn interval_ms(&self) -> u32 {
+        u32::try_from(self.interval.as_millis()).unwrap_or(u32::MAX)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn broker(host: &str, port: u16) -> Broker {
+        Broker {
+            host: host.to_owned(),
+            port,
+            credentials: None,
+        }
+    }
+
+    #[test]
+    fn mqtt_urls() {
+        let good = [
+            ("mqtt://127.0.0.1:1883", broker("127.0.0.1", 1883)),
+            ("mqtt://broker.example", broker("broker.example", 1883)),
+            ("tcp://host:1884/", broker("host", 1884)),
+            ("mqtt://[::1]:1885", broker("::1", 1885)),
+            ("mqtt://[fd00::1]", broker("fd00::1", 1883)),
+            (
+                "mqtt://agent:s3cr:t@host:1883",
+                Broker {
+                    credentials: Some(("agent".to_owned(), "s3cr:t".to_owned())),
+                    ..broker("host", 1883)
+                },
+            ),
+        ];
+        for (url, want) in good {
+            assert_eq!(parse_mqtt_url(url).unwrap(), want, "{url}");
+        }
+        let bad = [
+            "127.0.0.1:1883",
+            "mqtts://host:8883",
+            "http://host",
+            "mqtt://",
+            "mqtt://host:0",
+            "mqtt://host:99999",
+            "mqtt://host:x",
+            "mqtt://host/topic",
+            "mqtt://[::1",
+            "mqtt://:pw@host",
+        ];
+        for url in bad {
+            assert!(parse_mqtt_url(url).is_err(), "{url}");
+        }
+    }
+
+    #[test]
+    fn flags_over_file_over_defaults() {
+        let file = parse_file(
+            "mqtt_url = \"mqtt://file:1\"\nnetwork = \"bremen\"\ninterval = \"5m\"\n\
+             queue_capacity = 10\n[location]\nlatitude = 53.07\nlongitude = 8.8\n",
+        )
+        .unwrap();
+        let cli = Cli {
+            network: Some("leipzig".to_owned()),
+            interval: Some(Duration::from_secs(30)),
+            ..Cli::default()
+        };
+        let c = Config::merge(cli, file).unwrap();
+        assert_eq!(c.broker, broker("file", 1));
+        assert_eq!(c.network, "leipzig");
+        assert_eq!(c.interval, Duration::from_secs(30));
+        assert_eq!(c.interval_ms(), 30_000);
+        assert_eq!(c.queue_capacity, 10);
+        assert_eq!(c.node_id, None);
+        assert_eq!(c.location.as_ref().map(|l| l.latitude), Some(53.07));
+
+        let d = Config::merge(Cli::default(), FileConfig::default()).unwrap();
+        assert_eq!(d.broker, broker("127.0.0.1", 1883));
+        assert_eq!(
+            (d.network.as_str(), d.interval, d.queue_capacity),
+            ("default", DEFAULT_INTERVAL, DEFAULT_QUEUE_CAPACITY)
+        );
+        assert_eq!(d.proc_root, PathBuf::from("/proc"));
+    }
+
+    #[test]
+    fn refusals() {
+        let cases: [(Cli, &str); 6] = [
+            (
+                Cli {
+                    network: Some("Bad Net".into()),
+                    ..Cli::default()
+                },
+                "invalid --network",
+            ),
+            (
+                Cli {
+                    node_id: Some("AA:BB".into()),
+                    ..Cli::default()
+                },
+                "invalid --node-id",
+            ),
+            (
+                Cli {
+                    interval: Some(Duration::from_millis(500)),
+                    ..Cli::default()
+                },
+                "invalid --interval",
+            ),
+            (
+                Cli {
+                    interval: Some(Duration::from_secs(90_000)),
+                    ..Cli::default()
+                },
+                "invalid --interval",
+            ),
+            (
+                Cli {
+                    queue_capacity: Some(0),
+                    ..Cli::default()
+                },
+                "invalid --queue-capacity",
+            ),
+            (
+                Cli {
+                    mqtt_url: Some("mqtts://x".into()),
+                    ..Cli::default()
+                },
+                "TLS is not built into the agent",
+            ),
+        ];
+        for (cli, want) in cases {
+            let e = Config::merge(cli, FileConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
+        assert!(
+            parse_file("unknown_key = 1\n")
+                .unwrap_err()
+                .contains("unknown_key")
+        );
+        assert!(parse_file("interval = \"soon\"\n").is_err());
+        let far = parse_file("[location]\nlatitude = 91.0\nlongitude = 0.0\n").unwrap();
+        assert!(matches!(
+            Config::merge(Cli::default(), far),
+            Err(ConfigError::Location)
+        ));
+    }
+
+    #[test]
+    fn cli_flags_parse() {
+        let cli = Cli::try_parse_from([
+            "meshtable-agent",
+            "--interval",
+            "1m 30s",
+            "--queue-capacity",
+            "5",
+            "--once",
+            "--node-id",
+            "n1",
+        ])
+        .unwrap();
+        assert_eq!(cli.interval, Some(Duration::from_secs(90)));
+        assert_eq!((cli.queue_capacity, cli.once), (Some(5), true));
+        assert!(Cli::try_parse_from(["meshtable-agent", "--interval", "often"]).is_err());
+    }
+}

@@ -1,0 +1,114 @@
+//! Encode: the agent's topics, client id and payloads, on top of
+//! `meshtable-proto` (CBOR on the wire, JSON for `--once`).
+
+use meshtable_proto::{Hello, Kind, State, Status, Telemetry, Topic, TopicError, VERSION};
+use serde::Serialize;
+
+/// The three topics of one node.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Topics {
+    /// `meshtable/v1/{network}/{node}/hello`
+    pub hello: String,
+    /// `meshtable/v1/{network}/{node}/state`
+    pub state: String,
+    /// `meshtable/v1/{network}/{node}/telemetry`
+    pub telemetry: String,
+}
+
+impl Topics {
+    /// The topics of `node` in `network`; both ids are validated.
+    pub fn new(network: &str, node: &str) -> Result<Topics, TopicError> {
+        let topic = |kind| Topic::new(network, node, kind).map(|t| t.to_string());
+        Ok(Topics {
+            hello: topic(Kind::Hello)?,
+            state: topic(Kind::State)?,
+            telemetry: topic(Kind::Telemetry)?,
+        })
+    }
+}
+
+/// The fixed MQTT client id of a node: `meshtable-<network>-<node>`. Being
+/// fixed is what makes the broker keep the session (clean session off).
+pub fn client_id(network: &str, node: &str) -> String {
+    format!("meshtable-{network}-{node}")
+}
+
+/// The online state published at every connect.
+pub fn online(time_ms: u64) -> Vec<u8> {
+    meshtable_proto::encode_cbor(&State {
+        v: VERSION,
+        status: Status::Online,
+        time_ms: Some(time_ms),
+    })
+}
+
+/// The offline state published at a clean shutdown (with its time), and
+/// registered as the last will (without: its time is unknown when registered).
+pub fn offline(time_ms: Option<u64>) -> Vec<u8> {
+    meshtable_proto::encode_cbor(&State {
+        v: VERSION,
+        status: Status::Offline,
+        time_ms,
+    })
+}
+
+/// What `--once` prints: one hello and one telemetry report.
+#[derive(Debug, Serialize)]
+pub struct Once<'a> {
+    /// The hello the agent would publish at connect.
+    pub hello: &'a Hello,
+    /// The first telemetry report (`seq` 0).
+    pub telemetry: &'a Telemetry,
+}
+
+/// `{"hello":...,"telemetry":...}` as one line of JSON.
+pub fn once_json(hello: &Hello, telemetry: &Telemetry) -> String {
+    // Both types serialize infallibly (string keys, finite floats).
+    serde_json::to_string(&Once { hello, telemetry }).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use meshtable_proto::{Report, examples};
+
+    #[test]
+    fn topics_and_client_id() {
+        let t = Topics::new("leipzig", "02fc00000001").unwrap();
+        assert_eq!(t.hello, "meshtable/v1/leipzig/02fc00000001/hello");
+        assert_eq!(t.state, "meshtable/v1/leipzig/02fc00000001/state");
+        assert_eq!(t.telemetry, "meshtable/v1/leipzig/02fc00000001/telemetry");
+        assert!(Topics::new("Leipzig", "x").is_err());
+        assert!(Topics::new("leipzig", "a/b").is_err());
+        assert_eq!(
+            client_id("leipzig", "02fc00000001"),
+            "meshtable-leipzig-02fc00000001"
+        );
+    }
+
+    #[test]
+    fn states_decode() {
+        for (payload, status, time) in [
+            (online(5), Status::Online, Some(5)),
+            (offline(None), Status::Offline, None),
+            (offline(Some(7)), Status::Offline, Some(7)),
+        ] {
+            let (r, _) = Report::decode(Kind::State, &payload).unwrap();
+            let Report::State(s) = r else {
+                panic!("not a state")
+            };
+            assert_eq!((s.status, s.time_ms), (status, time));
+        }
+    }
+
+    #[test]
+    fn once_shape() {
+        let v: serde_json::Value =
+            serde_json::from_str(&once_json(&examples::hello_v1(), &examples::telemetry_v1()))
+                .unwrap();
+        let obj = v.as_object().unwrap();
+        assert_eq!(obj.keys().collect::<Vec<_>>(), ["hello", "telemetry"]);
+        assert_eq!(v["telemetry"]["node"], "1a3671205872");
+        assert_eq!(v["hello"]["interfaces"][0]["kind"], "ethernet");
+    }
+}

@@ -1,0 +1,389 @@
+//! Publish: the MQTT driver. One task owns the rumqttc event loop, the
+//! report queue and the collection timer.
+//!
+//! # Session
+//!
+//! Fixed client id `meshtable-<network>-<node>`, clean session off, QoS 1.
+//! The last will is the offline [`meshtable_proto::State`], retained, on the
+//! node's state topic. At every CONNACK the agent publishes its hello and the
+//! online state (both retained), then the queued reports.
+//!
+//! # Delivery
+//!
+//! A report leaves the [`ReportQueue`] only when the broker's PUBACK for it
+//! arrives, or when the full queue drops it (counted, see [`crate::queue`]).
+//! At most [`WINDOW`] reports are in flight at once; the rest wait.
+//! To know which PUBACK belongs to which report, the driver notes the order
+//! in which it hands publishes to the client: rumqttc writes them in that
+//! order and reports each with `Outgoing::Publish(pkid)`, which binds the
+//! packet id to the report; `Incoming::PubAck(pkid)` then retires it.
+//!
+//! # Reconnects: what rumqttc does, and what the agent does instead
+//!
+//! When a connection fails, rumqttc moves every unacknowledged publish, and
+//! every request still in the client channel, into `EventLoop::pending`. On
+//! the next connect it replays that list when the broker says the session
+//! is present, and silently discards it when not (so, after a broker restart
+//! without persistence, those reports would be lost).
+//!
+//! The agent's queue already holds every unacknowledged report, so the
+//! driver empties `pending` (and any buffered collision) right after each
+//! connection error, having first applied the PUBACKs rumqttc had buffered,
+//! and marks all queued reports unsent. After the next CONNACK it sends the
+//! hello, the online state and then the queue from its oldest report, each
+//! exactly once per connection. Thus nothing is lost whatever the broker
+//! kept, nothing is queued twice inside the client, and a stale online state
+//! or hello from the old connection is never replayed after the fresh one.
+//! A report whose PUBACK was lost with the connection is sent again: that is
+//! QoS 1's at-least-once, and the controller stores `(node, boot_id, seq)`
+//! once.
+//!
+//! Failed connections are retried after [`Backoff`] (1 s doubling to 60 s,
+//! +-50 % jitter), reset at every CONNACK. Collection continues meanwhile.
+
+use std::collections::VecDeque;
+use std::future::Future;
+use std::pin::pin;
+use std::time::Duration;
+
+use meshtable_proto::MAX_PAYLOAD;
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, Incoming, LastWill, MqttOptions, Outgoing, QoS,
+};
+use tokio::time::{Instant, MissedTickBehavior};
+use tracing::{debug, info, warn};
+
+use crate::backoff::Backoff;
+use crate::collect::{Collector, now_ms};
+use crate::config::Broker;
+use crate::encode::{self, Topics};
+use crate::queue::ReportQueue;
+
+/// Reports in flight (handed to the client, not yet acknowledged) at most.
+pub const WINDOW: usize = 10;
+
+/// rumqttc's in-flight limit: the window plus hello, online and offline, with
+/// room to spare so that packet ids never collide.
+const INFLIGHT: u16 = 32;
+
+/// How long a clean shutdown waits for the broker.
+const SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why publishing could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum PublishError {
+    /// The network or node id is not valid on a topic.
+    #[error("invalid topic: {0}")]
+    Topic(meshtable_proto::TopicError),
+}
+
+/// What the publisher needs to know.
+#[derive(Debug, Clone)]
+pub struct PublishConfig {
+    /// The broker.
+    pub broker: Broker,
+    /// Network id.
+    pub network: String,
+    /// Node id.
+    pub node: String,
+    /// Telemetry interval.
+    pub interval: Duration,
+    /// Queue capacity, in reports.
+    pub queue_capacity: usize,
+}
+
+/// What a publish handed to the client was.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Tag {
+    Hello,
+    Online,
+    Offline,
+    Report(u64),
+}
+
+struct Driver {
+    client: AsyncClient,
+    topics: Topics,
+    collector: Collector,
+    queue: ReportQueue,
+    next_seq: u64,
+    connected: bool,
+    /// Handed to the client, not yet written (no `Outgoing::Publish` seen).
+    unwritten: VecDeque<Tag>,
+    /// Written with this packet id, waiting for the PUBACK.
+    unacked: Vec<(u16, Tag)>,
+    last_hello: Option<Vec<u8>>,
+    offline_acked: bool,
+    backoff: Backoff,
+}
+
+fn mqtt_options(cfg: &PublishConfig, topics: &Topics) -> MqttOptions {
+    let mut o = MqttOptions::new(
+        encode::client_id(&cfg.network, &cfg.node),
+        cfg.broker.host.clone(),
+        cfg.broker.port,
+    );
+    o.set_clean_session(false)
+        .set_keep_alive(Duration::from_secs(30))
+        .set_inflight(INFLIGHT)
+        .set_max_packet_size(16 * 1024, MAX_PAYLOAD + 1024)
+        .set_last_will(LastWill::new(
+            topics.state.clone(),
+            encode::offline(None),
+            QoS::AtLeastOnce,
+            true,
+        ));
+    if let Some((user, password)) = &cfg.broker.credentials {
+        o.set_credentials(user.clone(), password.clone());
+    }
+    o
+}
+
+/// Runs the agent against the broker until `shutdown` completes, then
+/// publishes the offline state and disconnects.
+pub async fn run(
+    cfg: PublishConfig,
+    collector: Collector,
+    shutdown: impl Future<Output = ()>,
+) -> Result<(), PublishError> {
+    let topics = Topics::new(&cfg.network, &cfg.node).map_err(PublishError::Topic)?;
+    // The channel holds at most the window plus a few control requests.
+    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg, &topics), WINDOW + 8);
+    let mut driver = Driver {
+        client,
+        topics,
+        collector,
+        queue: ReportQueue::new(cfg.queue_capacity),
+        next_seq: 0,
+        connected: false,
+        unwritten: VecDeque::new(),
+        unacked: Vec::new(),
+        last_hello: None,
+        offline_acked: false,
+        backoff: Backoff::default(),
+    };
+    info!(
+        broker = %format_args!("{}:{}", cfg.broker.host, cfg.broker.port),
+        network = %cfg.network,
+        node = %cfg.node,
+        interval = ?cfg.interval,
+        "agent started"
+    );
+
+    let mut ticker = tokio::time::interval(cfg.interval);
+    ticker.set_missed_tick_behavior(MissedTickBehavior::Delay);
+    let mut shutdown = pin!(shutdown);
+    let mut delay: Option<Duration> = None;
+    loop {
+        // The poll future lives until it completes, so rumqttc is never
+        // cancelled halfway through writing a packet; ticks are handled
+        // beside it.
+        let result = {
+            let poll = async {
+                if let Some(d) = delay {
+                    tokio::time::sleep(d).await;
+                }
+                eventloop.poll().await
+            };
+            let mut poll = pin!(poll);
+            loop {
+                tokio::select! {
+                    r = &mut poll => break Some(r),
+                    _ = ticker.tick() => driver.collect(),
+                    () = &mut shutdown => break None,
+                }
+            }
+        };
+        delay = None;
+        match result {
+            Some(Ok(event)) => driver.on_event(event, &mut eventloop),
+            Some(Err(e)) => delay = Some(driver.on_error(e, &mut eventloop)),
+            None => break,
+        }
+    }
+    driver.shutdown(&mut eventloop).await;
+    Ok(())
+}
+
+impl Driver {
+    /// Collects one report and queues it.
+    fn collect(&mut self) {
+        let seq = self.next_seq;
+        let mut telemetry = match self.collector.telemetry(seq, 0) {
+            Ok(t) => t,
+            Err(e) => {
+                warn!(error = %e, "cannot collect a report");
+                return;
+            }
+        };
+        self.next_seq += 1;
+        let evicted = self.queue.push_with(seq, |dropped| {
+            telemetry.dropped = dropped;
+            meshtable_proto::encode_cbor(&telemetry)
+        });
+        debug!(seq, queued = self.queue.len(), "report queued");
+        if let Some(old) = evicted {
+            warn!(
+                seq = old,
+                dropped = self.queue.dropped(),
+                "report queue full, dropped the oldest report"
+            );
+        }
+        self.submit();
+    }
+
+    fn publish(&mut self, tag: Tag, topic: &str, retain: bool, payload: Vec<u8>) -> bool {
+        match self
+            .client
+            .try_publish(topic, QoS::AtLeastOnce, retain, payload)
+        {
+            Ok(()) => {
+                self.unwritten.push_back(tag);
+                true
+            }
+            Err(e) => {
+                warn!(error = %e, ?tag, "cannot hand a publish to the mqtt client");
+                false
+            }
+        }
+    }
+
+    /// Hands queued reports to the client, up to the window.
+    fn submit(&mut self) {
+        if !self.connected {
+            return;
+        }
+        while self.queue.in_flight() < WINDOW {
+            let Some((seq, payload)) = self.queue.next_unsent().map(|q| (q.seq, q.payload.clone()))
+            else {
+                break;
+            };
+            let topic = self.topics.telemetry.clone();
+            if !self.publish(Tag::Report(seq), &topic, false, payload) {
+                break;
+            }
+            self.queue.mark_sent(seq);
+        }
+    }
+
+    fn on_connack(&mut self, session_present: bool, eventloop: &mut EventLoop) {
+        self.connected = true;
+        self.backoff.reset();
+        // Nothing of the old connection is replayed by rumqttc (see module docs).
+        eventloop.pending.clear();
+        info!(
+            session_present,
+            queued = self.queue.len(),
+            "connected to the broker"
+        );
+        match self.collector.hello() {
+            Ok(h) => self.last_hello = Some(meshtable_proto::encode_cbor(&h)),
+            Err(e) => warn!(error = %e, "cannot describe the router, sending the last hello"),
+        }
+        if let Some(hello) = self.last_hello.clone() {
+            let topic = self.topics.hello.clone();
+            self.publish(Tag::Hello, &topic, true, hello);
+        }
+        let topic = self.topics.state.clone();
+        self.publish(Tag::Online, &topic, true, encode::online(now_ms()));
+        self.submit();
+    }
+
+    fn on_puback(&mut self, pkid: u16) {
+        let Some(i) = self.unacked.iter().position(|(p, _)| *p == pkid) else {
+            debug!(pkid, "puback for an unknown packet id");
+            return;
+        };
+        let (_, tag) = self.unacked.swap_remove(i);
+        match tag {
+            Tag::Report(seq) => {
+                if self.queue.ack(seq) {
+                    debug!(seq, queued = self.queue.len(), "report acknowledged");
+                }
+                self.submit();
+            }
+            Tag::Offline => self.offline_acked = true,
+            Tag::Hello | Tag::Online => debug!(?tag, "acknowledged"),
+        }
+    }
+
+    fn on_event(&mut self, event: Event, eventloop: &mut EventLoop) {
+        match event {
+            Event::Incoming(Incoming::ConnAck(ack)) => {
+                self.on_connack(ack.session_present, eventloop)
+            }
+            Event::Incoming(Incoming::PubAck(ack)) => self.on_puback(ack.pkid),
+            Event::Outgoing(Outgoing::Publish(pkid)) => match self.unwritten.pop_front() {
+                Some(tag) => self.unacked.push((pkid, tag)),
+                None => warn!(pkid, "publish written that the agent did not hand over"),
+            },
+            _ => {}
+        }
+    }
+
+    /// Handles a failed poll; returns how long to wait before the next try.
+    fn on_error(&mut self, error: ConnectionError, eventloop: &mut EventLoop) -> Duration {
+        let was_connected = self.connected;
+        self.connected = false;
+        // PUBACKs rumqttc read before the failure still count.
+        let buffered: Vec<Event> = eventloop.state.events.drain(..).collect();
+        for event in buffered {
+            self.on_event(event, eventloop);
+        }
+        eventloop.pending.clear();
+        eventloop.state.collision = None;
+        self.unwritten.clear();
+        self.unacked.clear();
+        self.queue.unsend_all();
+        let retry = self.backoff.next_delay();
+        if was_connected {
+            warn!(error = %error, queued = self.queue.len(), retry_in = ?retry, "lost the broker connection");
+        } else {
+            warn!(error = %error, queued = self.queue.len(), retry_in = ?retry, "cannot connect to the broker");
+        }
+        retry
+    }
+
+    /// Publishes the offline state, waits for its PUBACK, and disconnects.
+    async fn shutdown(&mut self, eventloop: &mut EventLoop) {
+        if !self.connected {
+            info!(
+                queued = self.queue.len(),
+                "shutting down while disconnected"
+            );
+            return;
+        }
+        let topic = self.topics.state.clone();
+        self.publish(Tag::Offline, &topic, true, encode::offline(Some(now_ms())));
+        let deadline = Instant::now() + SHUTDOWN_TIMEOUT;
+        let mut disconnecting = false;
+        loop {
+            let event = tokio::select! {
+                r = eventloop.poll() => r,
+                _ = tokio::time::sleep_until(deadline) => {
+                    warn!("broker did not confirm the shutdown in time");
+                    return;
+                }
+            };
+            match event {
+                Ok(Event::Outgoing(Outgoing::Disconnect)) => break,
+                Ok(event) => self.on_event(event, eventloop),
+                Err(e) => {
+                    warn!(error = %e, "connection failed during shutdown");
+                    return;
+                }
+            }
+            if self.offline_acked && !disconnecting {
+                disconnecting = true;
+                if let Err(e) = self.client.try_disconnect() {
+                    warn!(error = %e, "cannot disconnect");
+                    return;
+                }
+            }
+        }
+        info!(
+            queued = self.queue.len(),
+            "published offline state and disconnected"
+        );
+    }
+}
