@@ -1,0 +1,170 @@
+//! The embedded MQTT broker (rumqttd), started when no `--mqtt-url` is given.
+//!
+//! The controller does not read from the broker's internals: its ingest
+//! connects over TCP like it would to Mosquitto, so there is one ingest path.
+//! rumqttd runs its router and its listener on threads of their own that live
+//! as long as the process.
+
+use std::collections::HashMap;
+use std::io;
+use std::net::{SocketAddr, TcpListener};
+
+use rumqttd::{ConnectionSettings, RouterConfig, ServerSettings};
+use tokio::sync::oneshot;
+
+/// Largest MQTT payload the embedded broker accepts. Larger than the wire
+/// format's limit ([`meshtable_proto::MAX_PAYLOAD`]) so that an oversized
+/// report reaches ingest, is refused there and shows up in the counters,
+/// instead of silently costing the sender its connection.
+pub const MAX_BROKER_PAYLOAD: usize = 2 * meshtable_proto::MAX_PAYLOAD;
+
+/// Most concurrent MQTT connections: a fleet of thousands of routers plus
+/// controllers and tools.
+pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// Why the embedded broker could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum BrokerError {
+    /// Another process listens on the address.
+    #[error("--mqtt-listen {0} is already in use")]
+    AddrInUse(SocketAddr),
+    /// The address cannot be listened on for another reason.
+    #[error("cannot listen on --mqtt-listen {addr}: {source}")]
+    Bind {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: io::Error,
+    },
+    /// The broker's thread could not be started.
+    #[error("cannot start the embedded broker: {0}")]
+    Thread(io::Error),
+}
+
+/// Checks that `addr` is free for the broker and returns the address it
+/// will listen on: `addr` itself, or with port 0 a free port chosen now.
+///
+/// rumqttd binds its listener itself, so there is a short window between
+/// this check and its bind; a port taken in that window makes the broker log
+/// an error and the ingest connection keep retrying.
+pub fn reserve(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
+    match TcpListener::bind(addr) {
+        Ok(l) => l
+            .local_addr()
+            .map_err(|source| BrokerError::Bind { addr, source }),
+        Err(e) if e.kind() == io::ErrorKind::AddrInUse => Err(BrokerError::AddrInUse(addr)),
+        Err(source) => Err(BrokerError::Bind { addr, source }),
+    }
+}
+
+/// rumqttd's configuration for one plain MQTT 3.1.1 listener on `addr`.
+pub fn broker_config(addr: SocketAddr) -> rumqttd::Config {
+    let connections = ConnectionSettings {
+        // Time a new TCP connection gets to send its CONNECT packet.
+        connection_timeout_ms: 10_000,
+        max_payload_size: MAX_BROKER_PAYLOAD,
+        max_inflight_count: 100,
+        auth: None,
+        external_auth: None,
+        // A publish to a topic nobody subscribes to is dropped (retained ones
+        // are kept), instead of growing a log per topic.
+        dynamic_filters: false,
+    };
+    let server = ServerSettings {
+        name: "meshtable-v4".to_owned(),
+        listen: addr,
+        tls: None,
+        // No pause between accepts: a whole fleet reconnects at once after
+        // a restart.
+        next_connection_delay_ms: 0,
+        connections,
+    };
+    let router = RouterConfig {
+        max_connections: MAX_CONNECTIONS,
+        max_outgoing_packet_count: 200,
+        // In-memory log per subscription filter: at most 8 x 8 MiB; a
+        // consumer further behind than that loses the oldest messages.
+        max_segment_size: 8 * 1024 * 1024,
+        max_segment_count: 8,
+        custom_segment: None,
+        initialized_filters: None,
+        shared_subscriptions_strategy: Default::default(),
+    };
+    rumqttd::Config {
+        id: 0,
+        router,
+        v4: Some(HashMap::from([("1".to_owned(), server)])),
+        ..rumqttd::Config::default()
+    }
+}
+
+/// A running embedded broker.
+#[derive(Debug)]
+pub struct EmbeddedBroker {
+    addr: SocketAddr,
+    exited: oneshot::Receiver<()>,
+}
+
+impl EmbeddedBroker {
+    /// Starts rumqttd on `addr` (a concrete address, see [`reserve`]).
+    /// Clients, the ingest connection first, retry until it listens.
+    pub fn start(addr: SocketAddr) -> Result<EmbeddedBroker, BrokerError> {
+        let config = broker_config(addr);
+        let (tx, exited) = oneshot::channel();
+        std::thread::Builder::new()
+            .name("meshtable-broker".to_owned())
+            .spawn(move || {
+                let mut broker = rumqttd::Broker::new(config);
+                // Returns only when the listener thread ends, which it does
+                // only when it cannot bind.
+                if let Err(e) = broker.start() {
+                    tracing::error!(error = %e, "embedded broker failed");
+                }
+                let _ = tx.send(());
+            })
+            .map_err(BrokerError::Thread)?;
+        tracing::info!(listen = %addr, "embedded mqtt broker started");
+        Ok(EmbeddedBroker { addr, exited })
+    }
+
+    /// The address it listens on.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// Resolves if the broker stops (it only does when it fails).
+    pub async fn exited(&mut self) {
+        if (&mut self.exited).await.is_err() {
+            // The thread ended without saying so: it panicked.
+            tracing::error!("embedded broker thread ended");
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn reserve_names_the_flag_when_busy() {
+        let taken = TcpListener::bind("127.0.0.1:0").unwrap();
+        let addr = taken.local_addr().unwrap();
+        let e = reserve(addr).unwrap_err().to_string();
+        assert_eq!(e, format!("--mqtt-listen {addr} is already in use"));
+    }
+
+    #[test]
+    fn reserve_picks_a_port_for_zero() {
+        let addr = reserve("127.0.0.1:0".parse().unwrap()).unwrap();
+        assert_ne!(addr.port(), 0);
+    }
+
+    #[test]
+    fn config_lets_oversized_reports_through_to_ingest() {
+        let c = broker_config("127.0.0.1:1883".parse().unwrap());
+        let v4 = c.v4.unwrap();
+        let s = v4.values().next().unwrap();
+        assert!(s.connections.max_payload_size > meshtable_proto::MAX_PAYLOAD);
+        assert!(c.router.max_connections >= 2_000);
+    }
+}

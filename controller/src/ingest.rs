@@ -1,0 +1,842 @@
+//! Ingest: MQTT -> decode -> store, acknowledged after commit.
+//!
+//! One path for the embedded and external brokers: a rumqttc client with a
+//! fixed client id and a persistent session (`clean_session = false`),
+//! subscribed at QoS 1, acknowledging by hand.
+//!
+//! ```text
+//! event loop task --(bounded channel)--> writer task --> Store
+//!   polls rumqttc, never blocks            decodes, stores (retrying on
+//!   (keepalive pings go on)                store errors), then acks
+//! ```
+//!
+//! Invariants:
+//! - A message is acknowledged only after its commit (or once it is known to
+//!   be bad: a refused message is counted, logged and acked, since no retry
+//!   can make it good).
+//! - Acks go out in the order messages arrived: the writer handles them one
+//!   by one, and brokers (rumqttd) insist on in-order acks.
+//! - Nothing is dropped. When the channel is full the event loop parks
+//!   messages in an overflow list and keeps polling; that list stays small
+//!   because a broker sends no more unacknowledged QoS 1 messages than its
+//!   in-flight window (100 for rumqttd, 20 for Mosquitto).
+//! - An ack is sent on the connection the message came from: after a
+//!   reconnect the broker delivers unacknowledged messages again, and an ack
+//!   for the old connection would be out of order on the new one.
+
+use std::collections::VecDeque;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use meshtable_proto::{Kind, Report, Topic};
+use meshtable_store::{Recorded, Store, StoreError};
+use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use tokio::sync::{mpsc, watch};
+use tokio::task::JoinHandle;
+use tracing::{debug, error, info, warn};
+
+use crate::config::{Broker, Config};
+use crate::metrics::Metrics;
+
+/// Capacity of the channel between the event loop and the writer: larger
+/// than the in-flight window of common brokers.
+pub const QUEUE_CAPACITY: usize = 256;
+
+/// Largest MQTT packet the ingest client reads. Far above the wire format's
+/// payload limit: an oversized report must reach [`decode`] to be counted,
+/// since a packet the client refuses breaks the connection, and the broker
+/// would send it again after every reconnect.
+pub const MAX_INCOMING_PACKET: usize = 1024 * 1024;
+
+/// Keepalive of the ingest connection.
+pub const KEEP_ALIVE: Duration = Duration::from_secs(30);
+
+const BACKOFF_MIN: Duration = Duration::from_millis(100);
+const BACKOFF_MAX: Duration = Duration::from_secs(30);
+
+/// Why ingest could not start.
+#[derive(Debug, thiserror::Error)]
+pub enum IngestError {
+    /// The broker refused the subscription.
+    #[error(
+        "the broker refused the subscription to {filter}{hint}",
+        hint = if filter.starts_with("$share/") {
+            ": if it has no shared subscriptions, set --mqtt-share-group \"\""
+        } else {
+            ""
+        }
+    )]
+    SubscriptionRefused {
+        /// The filter.
+        filter: String,
+    },
+    /// The ingest tasks ended before subscribing.
+    #[error("ingest stopped before it subscribed")]
+    Stopped,
+}
+
+/// Where ingest is.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum IngestStatus {
+    /// Not yet connected and subscribed.
+    Connecting,
+    /// Subscribed at least once: messages flow.
+    Subscribed,
+    /// The broker refused the subscription.
+    Refused,
+}
+
+/// The outcome of decoding one MQTT message.
+#[derive(Debug, Clone, PartialEq)]
+pub enum Decoded {
+    /// A good report for the topic's node.
+    Report(Topic, Box<Report>),
+    /// A message to refuse.
+    Rejected {
+        /// The `reason` label (see [`crate::metrics::REJECT_REASONS`]).
+        reason: &'static str,
+        /// What was wrong, for the log.
+        detail: String,
+    },
+}
+
+/// Parses the topic and decodes the payload, checking that telemetry names
+/// the topic's node. Never panics, whatever the input.
+pub fn decode(topic: &str, payload: &[u8]) -> Decoded {
+    let topic = match Topic::parse(topic) {
+        Ok(t) => t,
+        Err(e) => {
+            return Decoded::Rejected {
+                reason: "topic",
+                detail: e.to_string(),
+            };
+        }
+    };
+    match Report::decode(topic.kind, payload) {
+        Err(e) => Decoded::Rejected {
+            reason: e.reason(),
+            detail: e.to_string(),
+        },
+        Ok((Report::Telemetry(t), _)) if t.node != topic.node => Decoded::Rejected {
+            reason: "node_mismatch",
+            detail: format!(
+                "telemetry names node {:?}",
+                t.node.chars().take(80).collect::<String>()
+            ),
+        },
+        Ok((report, _)) => Decoded::Report(topic, Box::new(report)),
+    }
+}
+
+/// What storing a report did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Stored {
+    /// Stored a message of this kind.
+    Inserted(Kind),
+    /// A telemetry report that was stored before.
+    Duplicate,
+}
+
+/// Stores one decoded report.
+pub async fn store_report(
+    store: &Store,
+    topic: &Topic,
+    report: &Report,
+    received_ms: i64,
+) -> Result<Stored, StoreError> {
+    let (network, node) = (topic.network.as_str(), topic.node.as_str());
+    match report {
+        Report::Hello(h) => {
+            store.record_hello(network, node, h, received_ms).await?;
+            Ok(Stored::Inserted(Kind::Hello))
+        }
+        Report::State(s) => {
+            store
+                .record_state(network, node, s.status, received_ms)
+                .await?;
+            Ok(Stored::Inserted(Kind::State))
+        }
+        Report::Telemetry(t) => match store
+            .record_telemetry(network, node, t, received_ms)
+            .await?
+        {
+            Recorded::Inserted => Ok(Stored::Inserted(Kind::Telemetry)),
+            Recorded::Duplicate => Ok(Stored::Duplicate),
+        },
+    }
+}
+
+/// Whether a report the broker delivered from its retained store (because
+/// ingest subscribed, not because the node just sent it) tells anything new.
+///
+/// Retained hello and state messages are the node's latest, which ingest
+/// normally received when they were sent; recording them again would move
+/// the node's `last_seen` to now, making a dead node look freshly seen. So a
+/// retained copy is recorded only when the store does not know the node, or
+/// knows another hello or status (it changed while this controller had no
+/// session with the broker).
+pub async fn retained_is_news(
+    store: &Store,
+    topic: &Topic,
+    report: &Report,
+) -> Result<bool, StoreError> {
+    match report {
+        Report::Hello(h) => Ok(store
+            .node_detail(&topic.network, &topic.node)
+            .await?
+            .is_none_or(|d| d.hello.as_ref() != Some(h))),
+        Report::State(st) => {
+            let status = meshtable_store::NodeStatus::from(st.status);
+            Ok(store
+                .find_node(&topic.node, Some(&topic.network))
+                .await?
+                .first()
+                .is_none_or(|n| n.status != status))
+        }
+        // Agents do not retain telemetry; a retained copy is deduplicated.
+        Report::Telemetry(_) => Ok(true),
+    }
+}
+
+/// Milliseconds since the Unix epoch, by the controller's clock.
+pub fn now_ms() -> i64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX))
+        .unwrap_or(0)
+}
+
+/// The client options of the ingest connection for `config`.
+pub fn mqtt_options(config: &Config) -> MqttOptions {
+    let (host, port, credentials) = match &config.broker {
+        Broker::Embedded { listen } => {
+            // A broker listening on all addresses is reached on loopback.
+            let ip = if listen.ip().is_unspecified() {
+                if listen.is_ipv4() {
+                    std::net::Ipv4Addr::LOCALHOST.into()
+                } else {
+                    std::net::Ipv6Addr::LOCALHOST.into()
+                }
+            } else {
+                listen.ip()
+            };
+            (ip.to_string(), listen.port(), None)
+        }
+        Broker::External {
+            host,
+            port,
+            credentials,
+        } => (host.clone(), *port, credentials.clone()),
+    };
+    let mut o = MqttOptions::new(config.mqtt_client_id.clone(), host, port);
+    o.set_clean_session(false)
+        .set_manual_acks(true)
+        .set_keep_alive(KEEP_ALIVE)
+        .set_max_packet_size(MAX_INCOMING_PACKET, 64 * 1024);
+    if let Some((user, password)) = credentials {
+        o.set_credentials(user, password);
+    }
+    o
+}
+
+/// How far ingest has got, for the liveness sweep: a node must not be
+/// declared silent while its report waits in the queue.
+#[derive(Debug, Default)]
+pub struct Progress {
+    /// Messages received and not yet handled.
+    pending: AtomicUsize,
+    /// Reception time of the message the writer took last.
+    last_taken_ms: AtomicI64,
+}
+
+impl Progress {
+    /// A time up to which every message received has been handled: `now_ms`
+    /// when nothing waits, else no later than the reception time of the
+    /// oldest waiting message (messages are handled in order).
+    pub fn handled_until(&self, now_ms: i64) -> i64 {
+        if self.pending.load(Ordering::SeqCst) == 0 {
+            now_ms
+        } else {
+            now_ms.min(self.last_taken_ms.load(Ordering::SeqCst))
+        }
+    }
+
+    /// Messages received and not yet handled.
+    pub fn pending(&self) -> usize {
+        self.pending.load(Ordering::SeqCst)
+    }
+}
+
+/// Sets its flag when dropped: when a task ends, normally or by panic.
+struct EndGuard(watch::Sender<bool>);
+
+impl Drop for EndGuard {
+    fn drop(&mut self) {
+        self.0.send_replace(true);
+    }
+}
+
+/// One received message on its way to the writer.
+struct Item {
+    publish: Publish,
+    received_ms: i64,
+    /// The connection it came on.
+    epoch: u64,
+}
+
+/// The running ingest pipeline.
+#[derive(Debug)]
+pub struct Ingest {
+    client: AsyncClient,
+    status: watch::Receiver<IngestStatus>,
+    event_loop: JoinHandle<()>,
+    writer: JoinHandle<()>,
+    filter: String,
+    progress: Arc<Progress>,
+    ended: watch::Receiver<bool>,
+}
+
+impl Ingest {
+    /// Starts the event loop and the writer. They run until `stop` turns
+    /// true and [`Ingest::shutdown`] is called.
+    pub fn start(
+        options: MqttOptions,
+        filter: String,
+        store: Store,
+        metrics: Arc<Metrics>,
+        stop: watch::Receiver<bool>,
+    ) -> Ingest {
+        let (client, eventloop) = AsyncClient::new(options, 64);
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (status_tx, status) = watch::channel(IngestStatus::Connecting);
+        let epoch = Arc::new(AtomicU64::new(0));
+        let progress = Arc::new(Progress {
+            pending: AtomicUsize::new(0),
+            last_taken_ms: AtomicI64::new(now_ms()),
+        });
+        let (ended_tx, ended) = watch::channel(false);
+        let loop_guard = EndGuard(ended_tx.clone());
+        let writer_guard = EndGuard(ended_tx);
+        let event_loop = tokio::spawn(
+            EventLoopTask {
+                eventloop,
+                client: client.clone(),
+                tx: Some(tx),
+                overflow: VecDeque::new(),
+                epoch: epoch.clone(),
+                filter: filter.clone(),
+                status: status_tx,
+                stop: stop.clone(),
+                progress: progress.clone(),
+            }
+            .run(loop_guard),
+        );
+        let writer = tokio::spawn(
+            Writer {
+                rx,
+                store,
+                metrics,
+                client: client.clone(),
+                epoch,
+                stop,
+                progress: progress.clone(),
+                abandoned: false,
+            }
+            .run(writer_guard),
+        );
+        Ingest {
+            client,
+            status,
+            event_loop,
+            writer,
+            filter,
+            progress,
+            ended,
+        }
+    }
+
+    /// How far ingest has got.
+    pub fn progress(&self) -> Arc<Progress> {
+        self.progress.clone()
+    }
+
+    /// Resolves when one of the ingest tasks ended: at shutdown, or when it
+    /// failed.
+    pub fn ended(&self) -> impl std::future::Future<Output = ()> + Send + 'static {
+        let mut ended = self.ended.clone();
+        async move {
+            let _ = ended.wait_for(|e| *e).await;
+        }
+    }
+
+    /// Waits until the first subscription is in place.
+    pub async fn subscribed(&mut self) -> Result<(), IngestError> {
+        let status = self
+            .status
+            .wait_for(|s| *s != IngestStatus::Connecting)
+            .await
+            .map_err(|_| IngestError::Stopped)?;
+        match *status {
+            IngestStatus::Subscribed => Ok(()),
+            _ => Err(IngestError::SubscriptionRefused {
+                filter: self.filter.clone(),
+            }),
+        }
+    }
+
+    /// Finishes after `stop` turned true: the writer stores and acks what was
+    /// queued, then the client disconnects. Gives up after `timeout`, leaving
+    /// the rest unacknowledged for the broker to deliver again.
+    pub async fn shutdown(self, timeout: Duration) {
+        let Ingest {
+            client,
+            event_loop,
+            writer,
+            ..
+        } = self;
+        let writer_abort = writer.abort_handle();
+        let loop_abort = event_loop.abort_handle();
+        let finish = async {
+            if let Err(e) = writer.await {
+                error!(error = %e, "ingest writer failed");
+            }
+            // Queued after the writer's acks, so sent after them.
+            let _ = client.disconnect().await;
+            if let Err(e) = event_loop.await {
+                error!(error = %e, "ingest event loop failed");
+            }
+        };
+        if tokio::time::timeout(timeout, finish).await.is_err() {
+            warn!("ingest did not finish in time, unacknowledged messages stay with the broker");
+            writer_abort.abort();
+            loop_abort.abort();
+        }
+    }
+}
+
+struct EventLoopTask {
+    eventloop: EventLoop,
+    client: AsyncClient,
+    tx: Option<mpsc::Sender<Item>>,
+    overflow: VecDeque<Item>,
+    epoch: Arc<AtomicU64>,
+    filter: String,
+    status: watch::Sender<IngestStatus>,
+    stop: watch::Receiver<bool>,
+    progress: Arc<Progress>,
+}
+
+impl EventLoopTask {
+    async fn run(mut self, _ended: EndGuard) {
+        let mut backoff = BACKOFF_MIN;
+        let mut failures: u32 = 0;
+        let mut subscribed_once = false;
+        let mut stopping = *self.stop.borrow();
+        let mut overflow_warned = 0usize;
+        let mut want_subscribe = false;
+        loop {
+            let event = tokio::select! {
+                biased;
+                _ = self.stop.changed(), if !stopping => {
+                    stopping = true;
+                    self.close_queue();
+                    continue;
+                }
+                event = self.eventloop.poll() => event,
+            };
+            match event {
+                Ok(Event::Incoming(Packet::ConnAck(ack))) => {
+                    let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+                    info!(
+                        session_present = ack.session_present,
+                        epoch, "mqtt connected"
+                    );
+                    failures = 0;
+                    backoff = BACKOFF_MIN;
+                    // Subscribe when the broker holds no session for us, and
+                    // once per process so that the filter is the configured one.
+                    if (!ack.session_present || !subscribed_once) && !stopping {
+                        want_subscribe = true;
+                    }
+                }
+                Ok(Event::Incoming(Packet::SubAck(ack))) => {
+                    let refused = ack
+                        .return_codes
+                        .iter()
+                        .any(|c| matches!(c, rumqttc::SubscribeReasonCode::Failure));
+                    if refused {
+                        error!(filter = %self.filter, "broker refused the subscription");
+                        self.status.send_replace(IngestStatus::Refused);
+                    } else {
+                        info!(filter = %self.filter, "subscribed");
+                        subscribed_once = true;
+                        self.status.send_replace(IngestStatus::Subscribed);
+                    }
+                }
+                Ok(Event::Incoming(Packet::Publish(publish))) => {
+                    if stopping {
+                        // Neither stored nor acked: the broker keeps it.
+                        debug!(topic = %publish.topic, "message left to the broker at shutdown");
+                    } else {
+                        self.progress.pending.fetch_add(1, Ordering::SeqCst);
+                        self.overflow.push_back(Item {
+                            publish,
+                            received_ms: now_ms(),
+                            epoch: self.epoch.load(Ordering::SeqCst),
+                        });
+                    }
+                }
+                Ok(Event::Outgoing(rumqttc::Outgoing::Disconnect)) => {
+                    debug!("mqtt disconnected");
+                    return;
+                }
+                Ok(_) => {}
+                Err(ConnectionError::RequestsDone) => return,
+                Err(e) => {
+                    failures += 1;
+                    // The embedded broker may still be starting: stay quiet
+                    // about the first attempts.
+                    if subscribed_once || failures > 5 {
+                        warn!(error = %e, retry_in = ?backoff, "mqtt connection failed");
+                    } else {
+                        debug!(error = %e, retry_in = ?backoff, "mqtt connection failed");
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.stop.changed(), if !stopping => {
+                            stopping = true;
+                            self.close_queue();
+                        }
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+            // Never wait on the request channel here: this task is the one
+            // that empties it. When it is full (of the writer's acks), the
+            // subscription goes out after the next event.
+            if want_subscribe {
+                match self.client.try_subscribe(&self.filter, QoS::AtLeastOnce) {
+                    Ok(()) => want_subscribe = false,
+                    Err(e) => {
+                        debug!(error = %e, "subscription waits for room in the request queue")
+                    }
+                }
+            }
+            self.flush();
+            if self.overflow.len() > overflow_warned + QUEUE_CAPACITY {
+                overflow_warned = self.overflow.len();
+                warn!(
+                    waiting = self.overflow.len(),
+                    "ingest is behind: messages wait for the store"
+                );
+            } else if self.overflow.is_empty() {
+                overflow_warned = 0;
+            }
+        }
+    }
+
+    /// Moves waiting messages into the channel as far as it has room.
+    fn flush(&mut self) {
+        let Some(tx) = &self.tx else {
+            return;
+        };
+        while let Some(item) = self.overflow.pop_front() {
+            match tx.try_send(item) {
+                Ok(()) => {}
+                Err(mpsc::error::TrySendError::Full(item)) => {
+                    self.overflow.push_front(item);
+                    return;
+                }
+                Err(mpsc::error::TrySendError::Closed(item)) => {
+                    // The writer is gone (at shutdown, or it failed): what
+                    // waits stays unacknowledged, for the broker to deliver
+                    // again, and is not dropped here.
+                    self.overflow.push_front(item);
+                    return;
+                }
+            }
+        }
+    }
+
+    /// At shutdown: hands what waits to the writer and closes the channel,
+    /// so that the writer stores everything received so far, then ends.
+    fn close_queue(&mut self) {
+        if let Some(tx) = self.tx.take() {
+            let rest: Vec<Item> = self.overflow.drain(..).collect();
+            tokio::spawn(async move {
+                for item in rest {
+                    if tx.send(item).await.is_err() {
+                        break;
+                    }
+                }
+            });
+        }
+    }
+}
+
+struct Writer {
+    rx: mpsc::Receiver<Item>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    client: AsyncClient,
+    epoch: Arc<AtomicU64>,
+    stop: watch::Receiver<bool>,
+    progress: Arc<Progress>,
+    /// Set when shutdown interrupted a store retry: the rest stays unacked.
+    abandoned: bool,
+}
+
+impl Writer {
+    async fn run(mut self, _ended: EndGuard) {
+        while let Some(item) = self.rx.recv().await {
+            self.progress
+                .last_taken_ms
+                .store(item.received_ms, Ordering::SeqCst);
+            self.handle(item).await;
+            self.progress.pending.fetch_sub(1, Ordering::SeqCst);
+            if self.abandoned {
+                return;
+            }
+        }
+    }
+
+    /// Decodes, stores and acks one message.
+    async fn handle(&mut self, item: Item) {
+        let topic = item.publish.topic.as_str();
+        match decode(topic, &item.publish.payload) {
+            Decoded::Rejected { reason, detail } => {
+                self.metrics.rejected(reason);
+                warn!(topic = %escape_topic(topic), reason, error = %detail, "report rejected");
+            }
+            Decoded::Report(topic, report) => {
+                if item.publish.retain && !self.retained_is_news(&topic, &report).await {
+                    debug!(topic = %topic, "retained copy of a known report skipped");
+                } else if !self
+                    .store_with_retry(&topic, &report, item.received_ms)
+                    .await
+                {
+                    // Shutting down with the store failing: leave this and
+                    // the rest to the broker.
+                    warn!("store unavailable at shutdown, leaving queued messages unacknowledged");
+                    self.abandoned = true;
+                    return;
+                }
+            }
+        }
+        if item.epoch == self.epoch.load(Ordering::SeqCst) {
+            if let Err(e) = self.client.ack(&item.publish).await {
+                warn!(error = %e, "cannot queue an ack");
+            }
+        } else {
+            debug!(topic = %item.publish.topic, "not acking a message of an earlier connection");
+        }
+    }
+
+    /// [`retained_is_news`]; on a store error, assumes it is.
+    async fn retained_is_news(&self, topic: &Topic, report: &Report) -> bool {
+        retained_is_news(&self.store, topic, report)
+            .await
+            .unwrap_or_else(|e| {
+                warn!(topic = %topic, error = %e, "cannot compare a retained report, storing it");
+                true
+            })
+    }
+
+    /// Stores a report, retrying with backoff until it works. Returns false
+    /// only when shutdown interrupts the retries.
+    async fn store_with_retry(&mut self, topic: &Topic, report: &Report, received_ms: i64) -> bool {
+        let mut backoff = BACKOFF_MIN;
+        loop {
+            match store_report(&self.store, topic, report, received_ms).await {
+                Ok(Stored::Inserted(kind)) => {
+                    self.metrics.stored(kind);
+                    debug!(network = %topic.network, node = %topic.node, kind = %kind, "report stored");
+                    return true;
+                }
+                Ok(Stored::Duplicate) => {
+                    self.metrics.duplicate();
+                    debug!(network = %topic.network, node = %topic.node, "duplicate telemetry");
+                    return true;
+                }
+                Err(StoreError::Invalid(detail) | StoreError::BadQuery(detail)) => {
+                    // The store refuses the content itself: retrying cannot help.
+                    self.metrics.rejected("invalid");
+                    warn!(topic = %topic, reason = "invalid", error = %detail, "report rejected");
+                    return true;
+                }
+                Err(e) => {
+                    self.metrics.store_error();
+                    error!(topic = %topic, error = %e, retry_in = ?backoff, "cannot store report");
+                    if *self.stop.borrow() {
+                        return false;
+                    }
+                    tokio::select! {
+                        _ = tokio::time::sleep(backoff) => {}
+                        _ = self.stop.changed() => {}
+                    }
+                    backoff = (backoff * 2).min(BACKOFF_MAX);
+                }
+            }
+        }
+    }
+}
+
+/// A topic for a log line: at most 200 characters, control characters escaped.
+fn escape_topic(topic: &str) -> String {
+    topic
+        .chars()
+        .take(200)
+        .flat_map(char::escape_default)
+        .collect()
+}
+
+#[cfg(test)]
+mod tests {
+    use meshtable_proto::{Telemetry, encode_cbor, encode_json, examples};
+
+    use super::*;
+
+    fn telemetry(node: &str) -> Telemetry {
+        Telemetry {
+            node: node.to_owned(),
+            ..examples::telemetry_v1()
+        }
+    }
+
+    fn reason(topic: &str, payload: &[u8]) -> &'static str {
+        match decode(topic, payload) {
+            Decoded::Report(..) => "ok",
+            Decoded::Rejected { reason, .. } => reason,
+        }
+    }
+
+    #[test]
+    fn decode_cases() {
+        let t = encode_cbor(&telemetry("n1"));
+        let hello = encode_cbor(&examples::hello_v1());
+        let state = encode_json(&examples::state_offline_v1());
+        let mut v9 = telemetry("n1");
+        v9.v = 9;
+        let mut bad_mem = telemetry("n1");
+        bad_mem.mem_available = bad_mem.mem_total + 1;
+        let cases: Vec<(&str, Vec<u8>, &str)> = vec![
+            ("meshtable/v1/net/n1/telemetry", t.clone(), "ok"),
+            ("meshtable/v1/net/n1/hello", hello.clone(), "ok"),
+            ("meshtable/v1/net/n1/state", state, "ok"),
+            ("meshtable/v1/net/n2/telemetry", t.clone(), "node_mismatch"),
+            ("meshtable/v1/net/n1/telemetry", vec![], "empty"),
+            (
+                "meshtable/v1/net/n1/telemetry",
+                t[..t.len() / 2].to_vec(),
+                "truncated",
+            ),
+            (
+                "meshtable/v1/net/n1/telemetry",
+                b"garbage".to_vec(),
+                "malformed",
+            ),
+            (
+                "meshtable/v1/net/n1/telemetry",
+                vec![0xa1; 70_000],
+                "oversized",
+            ),
+            (
+                "meshtable/v1/net/n1/telemetry",
+                encode_cbor(&v9),
+                "unknown_version",
+            ),
+            (
+                "meshtable/v1/net/n1/telemetry",
+                encode_cbor(&bad_mem),
+                "invalid",
+            ),
+            // A hello sent on the telemetry topic does not have its shape.
+            ("meshtable/v1/net/n1/telemetry", hello, "malformed"),
+            ("meshtable/v1/Net/n1/telemetry", t.clone(), "topic"),
+            ("meshtable/v1/net/n1/bogus", t.clone(), "topic"),
+            ("meshtable/v2/net/n1/telemetry", t.clone(), "topic"),
+            ("other/v1/net/n1/telemetry", t, "topic"),
+        ];
+        for (topic, payload, want) in cases {
+            assert_eq!(
+                reason(topic, &payload),
+                want,
+                "{topic} {} bytes",
+                payload.len()
+            );
+        }
+    }
+
+    #[test]
+    fn options_are_persistent_with_manual_acks() {
+        let layer = crate::config::Layer {
+            mqtt_url: Some("mqtt://user:pw@broker:1884".to_owned()),
+            mqtt_client_id: Some("c1".to_owned()),
+            ..Default::default()
+        };
+        let config = Config::resolve(&layer, None).unwrap();
+        let o = mqtt_options(&config);
+        assert!(!o.clean_session());
+        assert!(o.manual_acks());
+        assert_eq!(o.client_id(), "c1");
+        assert_eq!(o.broker_address(), ("broker".to_owned(), 1884));
+        assert!(o.max_packet_size() > meshtable_proto::MAX_PAYLOAD);
+        assert!(o.credentials().is_some());
+
+        let embedded = Config::resolve(
+            &crate::config::Layer {
+                mqtt_listen: Some("0.0.0.0:1999".parse().unwrap()),
+                ..Default::default()
+            },
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            mqtt_options(&embedded).broker_address(),
+            ("127.0.0.1".to_owned(), 1999)
+        );
+    }
+
+    #[test]
+    fn progress_holds_the_sweep_back_while_reports_wait() {
+        let now = 1_800_000_000_000;
+        // (pending, reception time of the message taken last, expected)
+        let cases = [
+            (0, now - 5_000, now),
+            (2, now - 5_000, now - 5_000),
+            (1, now + 5_000, now),
+        ];
+        for (pending, taken, want) in cases {
+            let p = Progress {
+                pending: AtomicUsize::new(pending),
+                last_taken_ms: AtomicI64::new(taken),
+            };
+            assert_eq!(p.handled_until(now), want, "{pending} {taken}");
+        }
+    }
+
+    #[test]
+    fn refused_shared_subscription_explains_the_fix() {
+        let e = IngestError::SubscriptionRefused {
+            filter: "$share/g/meshtable/v1/+/+/+".to_owned(),
+        };
+        assert!(
+            e.to_string().ends_with("set --mqtt-share-group \"\""),
+            "{e}"
+        );
+        let e = IngestError::SubscriptionRefused {
+            filter: "meshtable/v1/+/+/+".to_owned(),
+        };
+        assert_eq!(
+            e.to_string(),
+            "the broker refused the subscription to meshtable/v1/+/+/+"
+        );
+    }
+
+    #[test]
+    fn topics_in_logs_are_escaped_and_short() {
+        assert_eq!(escape_topic("a\nb"), "a\\nb");
+        assert_eq!(escape_topic(&"x".repeat(500)).len(), 200);
+    }
+}

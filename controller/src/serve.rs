@@ -1,0 +1,335 @@
+//! Serving: every subsystem built from a [`Config`], with its listeners
+//! passed in, so that tests start the whole controller in-process on port 0.
+//!
+//! ```text
+//! Config -> Listeners::bind -> Controller::start: store, broker, ingest
+//!        (port checks)                            liveness, HTTP
+//! ```
+
+use std::future::Future;
+use std::io;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Duration;
+
+use meshtable_store::{Store, StoreError};
+use tokio::sync::watch;
+use tokio::task::JoinHandle;
+use tracing::{error, info, warn};
+
+use crate::api::{self, AppState};
+use crate::broker::{self, BrokerError, EmbeddedBroker};
+use crate::config::{Broker, Config, redact_url};
+use crate::ingest::{self, Ingest, IngestError};
+use crate::liveness;
+use crate::metrics::{Metrics, MetricsError};
+
+/// How long shutdown waits for ingest to store and ack what it holds.
+pub const INGEST_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// How long shutdown waits for open HTTP requests.
+pub const HTTP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
+
+/// Why the controller could not start or stopped on its own.
+#[derive(Debug, thiserror::Error)]
+pub enum ServeError {
+    /// Another process listens on the HTTP address.
+    #[error("--listen {0} is already in use")]
+    ListenInUse(SocketAddr),
+    /// The HTTP address cannot be listened on for another reason.
+    #[error("cannot listen on --listen {addr}: {source}")]
+    Listen {
+        /// The address.
+        addr: SocketAddr,
+        /// The error.
+        source: io::Error,
+    },
+    /// The embedded broker could not start.
+    #[error(transparent)]
+    Broker(#[from] BrokerError),
+    /// The database could not be opened or migrated.
+    #[error("cannot open the database {url}: {source}")]
+    Store {
+        /// The URL, password hidden.
+        url: String,
+        /// The error.
+        source: StoreError,
+    },
+    /// The metrics could not be registered.
+    #[error(transparent)]
+    Metrics(#[from] MetricsError),
+    /// Ingest could not subscribe.
+    #[error(transparent)]
+    Ingest(#[from] IngestError),
+    /// The embedded broker stopped.
+    #[error("the embedded mqtt broker stopped, see the log above")]
+    BrokerStopped,
+    /// An ingest task ended on its own (a bug: see the log).
+    #[error("ingest stopped, see the log above")]
+    IngestStopped,
+    /// The HTTP server failed.
+    #[error("http server failed: {0}")]
+    Http(io::Error),
+}
+
+/// The listening sockets, bound (HTTP) or checked (MQTT) before anything
+/// else starts.
+#[derive(Debug)]
+pub struct Listeners {
+    /// The HTTP listener.
+    pub http: std::net::TcpListener,
+    /// The embedded broker's address, checked free; `None` with an external broker.
+    pub mqtt: Option<SocketAddr>,
+}
+
+/// Binds the HTTP listener on `addr`, naming `--listen` on failure.
+pub fn bind_http(addr: SocketAddr) -> Result<std::net::TcpListener, ServeError> {
+    let l = std::net::TcpListener::bind(addr).map_err(|source| {
+        if source.kind() == io::ErrorKind::AddrInUse {
+            ServeError::ListenInUse(addr)
+        } else {
+            ServeError::Listen { addr, source }
+        }
+    })?;
+    l.set_nonblocking(true)
+        .map_err(|source| ServeError::Listen { addr, source })?;
+    Ok(l)
+}
+
+impl Listeners {
+    /// Binds `--listen` and checks that `--mqtt-listen` is free (when the
+    /// embedded broker is used).
+    pub fn bind(config: &Config) -> Result<Listeners, ServeError> {
+        let http = bind_http(config.listen)?;
+        let mqtt = match &config.broker {
+            Broker::Embedded { listen } => Some(broker::reserve(*listen)?),
+            Broker::External { .. } => None,
+        };
+        Ok(Listeners { http, mqtt })
+    }
+}
+
+/// A running controller.
+#[derive(Debug)]
+pub struct Controller {
+    http_addr: SocketAddr,
+    mqtt_url: String,
+    stop: watch::Sender<bool>,
+    http: JoinHandle<io::Result<()>>,
+    ingest: Ingest,
+    liveness: JoinHandle<()>,
+    broker: Option<EmbeddedBroker>,
+    store: Store,
+}
+
+impl Controller {
+    /// Opens the store, starts the embedded broker (if any), ingest, the
+    /// liveness sweep and the HTTP server, and returns once ingest has
+    /// subscribed.
+    pub async fn start(config: &Config, listeners: Listeners) -> Result<Controller, ServeError> {
+        let metrics = Arc::new(Metrics::new()?);
+        let store = Store::connect(&config.database_url)
+            .await
+            .map_err(|source| ServeError::Store {
+                url: redact_url(&config.database_url),
+                source,
+            })?;
+        info!(database = %redact_url(&config.database_url), backend = ?store.backend(), "database ready");
+
+        // The configuration with the broker's concrete address (port 0 resolved).
+        let mut config = config.clone();
+        let mut broker = None;
+        if let (Broker::Embedded { listen }, Some(addr)) = (&mut config.broker, listeners.mqtt) {
+            *listen = addr;
+            broker = Some(EmbeddedBroker::start(addr)?);
+        }
+        let (stop, stop_rx) = watch::channel(false);
+
+        let http_listener =
+            tokio::net::TcpListener::from_std(listeners.http).map_err(|source| {
+                ServeError::Listen {
+                    addr: config.listen,
+                    source,
+                }
+            })?;
+        let http_addr = http_listener
+            .local_addr()
+            .map_err(|source| ServeError::Listen {
+                addr: config.listen,
+                source,
+            })?;
+        let state = AppState {
+            store: store.clone(),
+            metrics: metrics.clone(),
+        };
+        let mut http_stop = stop_rx.clone();
+        let http = tokio::spawn(async move {
+            axum::serve(http_listener, api::router(state))
+                .with_graceful_shutdown(async move {
+                    let _ = http_stop.wait_for(|s| *s).await;
+                })
+                .await
+        });
+        info!(listen = %http_addr, "http server started");
+
+        let filter = config.subscription_filter();
+        info!(broker = %config.broker.display_url(), filter = %filter, client_id = %config.mqtt_client_id, "ingest starting");
+        let mut ingest = Ingest::start(
+            ingest::mqtt_options(&config),
+            filter,
+            store.clone(),
+            metrics,
+            stop_rx.clone(),
+        );
+        let subscribed = match broker.as_mut() {
+            Some(b) => tokio::select! {
+                r = ingest.subscribed() => r.map_err(ServeError::from),
+                _ = b.exited() => Err(ServeError::BrokerStopped),
+            },
+            None => ingest.subscribed().await.map_err(ServeError::from),
+        };
+        let liveness = tokio::spawn(liveness::run(
+            store.clone(),
+            config.sweep_interval,
+            config.offline_after,
+            ingest.progress(),
+            stop_rx,
+        ));
+        let controller = Controller {
+            http_addr,
+            mqtt_url: config.broker.display_url(),
+            stop,
+            http,
+            ingest,
+            liveness,
+            broker,
+            store,
+        };
+        if let Err(e) = subscribed {
+            controller.shutdown().await;
+            return Err(e);
+        }
+        Ok(controller)
+    }
+
+    /// The address the HTTP server listens on.
+    pub fn http_addr(&self) -> SocketAddr {
+        self.http_addr
+    }
+
+    /// `http://ADDR`.
+    pub fn http_url(&self) -> String {
+        format!("http://{}", self.http_addr)
+    }
+
+    /// `mqtt://ADDR` of the broker in use.
+    pub fn mqtt_url(&self) -> &str {
+        &self.mqtt_url
+    }
+
+    /// The line printed when the controller is ready.
+    pub fn ready_line(&self) -> String {
+        format!(
+            "meshtable ready http={} mqtt={}",
+            self.http_url(),
+            self.mqtt_url
+        )
+    }
+
+    /// The store the controller writes to.
+    pub fn store(&self) -> &Store {
+        &self.store
+    }
+
+    /// Runs until `shutdown` resolves (then shuts down cleanly) or a part
+    /// fails on its own.
+    pub async fn run_until(mut self, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+        let failure = {
+            let broker = &mut self.broker;
+            let http = &mut self.http;
+            let ingest_ended = self.ingest.ended();
+            let broker_exit = async move {
+                match broker.as_mut() {
+                    Some(b) => b.exited().await,
+                    None => std::future::pending().await,
+                }
+            };
+            tokio::select! {
+                _ = shutdown => None,
+                _ = broker_exit => Some(ServeError::BrokerStopped),
+                _ = ingest_ended => Some(ServeError::IngestStopped),
+                r = http => Some(match r {
+                    Ok(Ok(())) => ServeError::Http(io::Error::other("stopped")),
+                    Ok(Err(e)) => ServeError::Http(e),
+                    Err(e) => ServeError::Http(io::Error::other(e)),
+                }),
+            }
+        };
+        if let Some(e) = &failure {
+            error!(error = %e, "shutting down after a failure");
+        }
+        self.shutdown().await;
+        failure.map_or(Ok(()), Err)
+    }
+
+    /// Stops everything: HTTP stops accepting, ingest stores and acks what
+    /// it holds, the sweep ends, the database closes.
+    pub async fn shutdown(self) {
+        info!("shutting down");
+        let _ = self.stop.send(true);
+        self.ingest.shutdown(INGEST_SHUTDOWN_TIMEOUT).await;
+        let _ = self.liveness.await;
+        let http_abort = self.http.abort_handle();
+        if !self.http.is_finished() {
+            match tokio::time::timeout(HTTP_SHUTDOWN_TIMEOUT, self.http).await {
+                Ok(_) => {}
+                Err(_) => {
+                    warn!("open http requests did not finish in time");
+                    http_abort.abort();
+                }
+            }
+        }
+        if let Err(e) = self.store.close().await {
+            warn!(error = %e, "closing the database failed");
+        }
+        // The embedded broker's threads end with the process.
+        info!("stopped");
+    }
+}
+
+/// Resolves on SIGINT (Ctrl-C) or SIGTERM.
+pub async fn shutdown_signal() {
+    let ctrl_c = async {
+        if let Err(e) = tokio::signal::ctrl_c().await {
+            error!(error = %e, "cannot listen for ctrl-c");
+            std::future::pending::<()>().await;
+        }
+    };
+    #[cfg(unix)]
+    let term = async {
+        match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+            Ok(mut s) => {
+                s.recv().await;
+            }
+            Err(e) => {
+                error!(error = %e, "cannot listen for sigterm");
+                std::future::pending::<()>().await;
+            }
+        }
+    };
+    #[cfg(not(unix))]
+    let term = std::future::pending::<()>();
+    tokio::select! {
+        _ = ctrl_c => info!(signal = "SIGINT", "signal received"),
+        _ = term => info!(signal = "SIGTERM", "signal received"),
+    }
+}
+
+/// `meshtable serve`: binds, starts, prints the ready line to stdout and
+/// runs until `shutdown` resolves.
+pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
+    let listeners = Listeners::bind(&config)?;
+    let controller = Controller::start(&config, listeners).await?;
+    println!("{}", controller.ready_line());
+    controller.run_until(shutdown).await
+}
