@@ -55,7 +55,7 @@ echo "node exporter: $("$ne" --version 2>&1 | head -1)"
 
 echo "== running both for ${SETTLE}s before measuring"
 "$bin" --mqtt-url "$MQTT_URL" --network "$NETWORK" --node-id "$NODE" --interval 1s \
-    --log meshtable_agent=debug 2>"$tmp/agent.log" &
+    --state-dir "$tmp/state" --log meshtable_agent=debug 2>"$tmp/agent.log" &
 agent=$!; pids+=("$agent")
 "$ne" --web.listen-address="$NE_ADDR" >"$tmp/ne.log" 2>&1 &
 exporter=$!; pids+=("$exporter")

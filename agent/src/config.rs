@@ -8,6 +8,8 @@ use clap::Parser;
 use meshtable_proto::{Location, TopicError, validate_id};
 use serde::Deserialize;
 
+use crate::state::DEFAULT_STATE_DIR;
+
 /// Default broker.
 pub const DEFAULT_MQTT_URL: &str = "mqtt://127.0.0.1:1883";
 /// Default network id.
@@ -100,6 +102,9 @@ pub struct Cli {
     /// Root of the proc filesystem [default: /proc]
     #[arg(long, value_name = "DIR")]
     pub proc_root: Option<PathBuf>,
+    /// Directory for the telemetry sequence of this boot; keep it on tmpfs, one per agent [default: /tmp/meshtable-agent]
+    #[arg(long, value_name = "DIR")]
+    pub state_dir: Option<PathBuf>,
     /// Log filter, e.g. info or meshtable_agent=debug [default: RUST_LOG, else info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -122,6 +127,8 @@ pub struct FileConfig {
     pub queue_capacity: Option<usize>,
     /// See [`Cli::proc_root`].
     pub proc_root: Option<PathBuf>,
+    /// See [`Cli::state_dir`].
+    pub state_dir: Option<PathBuf>,
     /// See [`Cli::log`].
     pub log: Option<String>,
     /// Where the router stands; announced in the hello.
@@ -156,6 +163,9 @@ pub struct Config {
     pub once: bool,
     /// Root of the proc filesystem.
     pub proc_root: PathBuf,
+    /// Where the telemetry sequence of this boot is kept (see [`crate::state`]);
+    /// checked when the agent starts, not here. `--once` does not use it.
+    pub state_dir: PathBuf,
     /// Log filter, when set.
     pub log: Option<String>,
     /// Where the router stands.
@@ -308,6 +318,10 @@ impl Config {
                 .proc_root
                 .or(file.proc_root)
                 .unwrap_or_else(|| "/proc".into()),
+            state_dir: cli
+                .state_dir
+                .or(file.state_dir)
+                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
             log: cli.log.or(file.log),
             location: file.location,
         })
@@ -371,15 +385,20 @@ mod tests {
     fn flags_over_file_over_defaults() {
         let file = parse_file(
             "mqtt_url = \"mqtt://file:1\"\nnetwork = \"bremen\"\ninterval = \"5m\"\n\
-             queue_capacity = 10\n[location]\nlatitude = 53.07\nlongitude = 8.8\n",
+             queue_capacity = 10\nstate_dir = \"/var/run/meshtable-agent\"\n\
+             [location]\nlatitude = 53.07\nlongitude = 8.8\n",
         )
         .unwrap();
+        assert_eq!(
+            file.state_dir,
+            Some(PathBuf::from("/var/run/meshtable-agent"))
+        );
         let cli = Cli {
             network: Some("leipzig".to_owned()),
             interval: Some(Duration::from_secs(30)),
             ..Cli::default()
         };
-        let c = Config::merge(cli, file).unwrap();
+        let c = Config::merge(cli, file.clone()).unwrap();
         assert_eq!(c.broker, broker("file", 1));
         assert_eq!(c.network, "leipzig");
         assert_eq!(c.interval, Duration::from_secs(30));
@@ -387,6 +406,13 @@ mod tests {
         assert_eq!(c.queue_capacity, 10);
         assert_eq!(c.node_id, None);
         assert_eq!(c.location.as_ref().map(|l| l.latitude), Some(53.07));
+        assert_eq!(c.state_dir, PathBuf::from("/var/run/meshtable-agent"));
+        let flag = Cli {
+            state_dir: Some("/run/agent-a".into()),
+            ..Cli::default()
+        };
+        let c = Config::merge(flag, file).unwrap();
+        assert_eq!(c.state_dir, PathBuf::from("/run/agent-a"));
 
         let d = Config::merge(Cli::default(), FileConfig::default()).unwrap();
         assert_eq!(d.broker, broker("127.0.0.1", 1883));
@@ -395,6 +421,19 @@ mod tests {
             ("default", DEFAULT_INTERVAL, DEFAULT_QUEUE_CAPACITY)
         );
         assert_eq!(d.proc_root, PathBuf::from("/proc"));
+        assert_eq!(d.state_dir, PathBuf::from("/tmp/meshtable-agent"));
+    }
+
+    /// The example config documents the defaults: every key it sets has the
+    /// default value, the state directory's among them.
+    #[test]
+    fn example_config_shows_the_defaults() {
+        let file = parse_file(include_str!("../../deploy/agent/meshtable-agent.toml")).unwrap();
+        assert_eq!(file.state_dir, Some(PathBuf::from(DEFAULT_STATE_DIR)));
+        assert_eq!(
+            Config::merge(Cli::default(), file).unwrap(),
+            Config::merge(Cli::default(), FileConfig::default()).unwrap()
+        );
     }
 
     #[test]
@@ -473,9 +512,12 @@ mod tests {
             "--once",
             "--node-id",
             "n1",
+            "--state-dir",
+            "/run/meshtable",
         ])
         .unwrap();
         assert_eq!(cli.interval, Some(Duration::from_secs(90)));
+        assert_eq!(cli.state_dir, Some(PathBuf::from("/run/meshtable")));
         assert_eq!((cli.queue_capacity, cli.once), (Some(5), true));
         assert!(Cli::try_parse_from(["meshtable-agent", "--interval", "often"]).is_err());
     }

@@ -5,6 +5,7 @@
 //!
 //! ```text
 //! config ─> collect (proc, netlink, system) ─> encode ─> queue ─> publish (MQTT)
+//!                           state (seq, --state-dir) ─┘
 //! ```
 //!
 //! - [`config`]: flags over a TOML file over defaults, validated before any
@@ -16,6 +17,9 @@
 //!   broker acknowledges it, and what it drops is counted.
 //! - [`publish`]: the MQTT driver (rumqttc, QoS 1, persistent session, last
 //!   will, reconnect backoff).
+//! - [`state`]: the telemetry sequence number, persisted per boot in
+//!   `--state-dir` before each report is queued, so that a restarted agent
+//!   never repeats a `(boot_id, seq)` its predecessor sent.
 //!
 //! The agent links no server code and no TLS stack (`tests/deps.rs`).
 
@@ -25,6 +29,7 @@ pub mod config;
 pub mod encode;
 pub mod publish;
 pub mod queue;
+pub mod state;
 
 use std::future::Future;
 
@@ -33,6 +38,8 @@ pub use config::{Cli, Config};
 use collect::{CollectError, Collector};
 use config::ConfigError;
 use publish::{PublishConfig, PublishError};
+use state::{Resume, SeqStore, StateError};
+use tracing::{info, warn};
 
 /// Why the agent stopped with an error.
 #[derive(Debug, thiserror::Error)]
@@ -46,6 +53,9 @@ pub enum AgentError {
     /// Publishing could not start.
     #[error(transparent)]
     Publish(#[from] PublishError),
+    /// The state directory cannot be used.
+    #[error(transparent)]
+    State(#[from] StateError),
 }
 
 /// The node id: the configured one, else the primary interface's MAC.
@@ -72,6 +82,8 @@ pub fn collector(config: &Config, node: &str) -> Collector {
 }
 
 /// `--once`: one hello and one telemetry report (`seq` 0) as a line of JSON.
+/// It neither reads nor writes the state directory: nothing is published, so
+/// no sequence number is used up.
 pub fn once(config: &Config, node: &str) -> Result<String, AgentError> {
     let c = collector(config, node);
     let hello = c.hello()?;
@@ -79,12 +91,44 @@ pub fn once(config: &Config, node: &str) -> Result<String, AgentError> {
     Ok(encode::once_json(&hello, &telemetry))
 }
 
+/// Opens the state directory for this boot (see [`state`]) and logs where
+/// the telemetry sequence starts.
+pub fn open_state(config: &Config) -> Result<SeqStore, AgentError> {
+    let boot = collect::proc::read_snapshot(&config.proc_root).map_err(CollectError::from)?;
+    let (store, resume) = SeqStore::open(&config.state_dir, &boot.boot_id, boot.uptime_ms)?;
+    let dir = store.dir().display();
+    match resume {
+        Resume::Fresh => info!(state_dir = %dir, seq = store.next(), "first run of this boot"),
+        Resume::Continue => info!(
+            state_dir = %dir,
+            seq = store.next(),
+            "continuing the telemetry sequence of this boot"
+        ),
+        Resume::NewBoot { stored_boot_id } => info!(
+            state_dir = %dir,
+            seq = store.next(),
+            stored_boot_id = %stored_boot_id,
+            "sequence file of an earlier boot, starting over"
+        ),
+        Resume::Recover { reason } => warn!(
+            state_dir = %dir,
+            seq = store.next(),
+            reason = %reason,
+            "unusable sequence file, starting at the uptime in milliseconds, past every seq this boot used"
+        ),
+    }
+    Ok(store)
+}
+
 /// Runs the agent until `shutdown` completes (SIGTERM/SIGINT in the binary).
+/// The state directory is opened first: an unusable one stops the agent
+/// before it connects.
 pub async fn run(
     config: &Config,
     node: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
+    let seqs = open_state(config)?;
     let publish = PublishConfig {
         broker: config.broker.clone(),
         network: config.network.clone(),
@@ -92,6 +136,6 @@ pub async fn run(
         interval: config.interval,
         queue_capacity: config.queue_capacity,
     };
-    publish::run(publish, collector(config, node), shutdown).await?;
+    publish::run(publish, collector(config, node), seqs, shutdown).await?;
     Ok(())
 }

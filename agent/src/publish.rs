@@ -40,6 +40,13 @@
 //!
 //! Failed connections are retried after [`Backoff`] (1 s doubling to 60 s,
 //! +-50 % jitter), reset at every CONNACK. Collection continues meanwhile.
+//!
+//! # Sequence numbers
+//!
+//! Each report's `seq` comes from the [`SeqStore`], which writes the next
+//! number to the state directory before the report is queued (see
+//! [`crate::state`]). A report whose number cannot be persisted is not
+//! queued, so no later run of the agent can send the same `(boot_id, seq)`.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -58,6 +65,7 @@ use crate::collect::{Collector, now_ms};
 use crate::config::Broker;
 use crate::encode::{self, Topics};
 use crate::queue::ReportQueue;
+use crate::state::SeqStore;
 
 /// Reports in flight (handed to the client, not yet acknowledged) at most.
 pub const WINDOW: usize = 10;
@@ -106,7 +114,7 @@ struct Driver {
     topics: Topics,
     collector: Collector,
     queue: ReportQueue,
-    next_seq: u64,
+    seqs: SeqStore,
     connected: bool,
     /// Handed to the client, not yet written (no `Outgoing::Publish` seen).
     unwritten: VecDeque<Tag>,
@@ -144,6 +152,7 @@ fn mqtt_options(cfg: &PublishConfig, topics: &Topics) -> MqttOptions {
 pub async fn run(
     cfg: PublishConfig,
     collector: Collector,
+    seqs: SeqStore,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PublishError> {
     let topics = Topics::new(&cfg.network, &cfg.node).map_err(PublishError::Topic)?;
@@ -154,7 +163,7 @@ pub async fn run(
         topics,
         collector,
         queue: ReportQueue::new(cfg.queue_capacity),
-        next_seq: 0,
+        seqs,
         connected: false,
         unwritten: VecDeque::new(),
         unacked: Vec::new(),
@@ -167,6 +176,7 @@ pub async fn run(
         network = %cfg.network,
         node = %cfg.node,
         interval = ?cfg.interval,
+        seq = driver.seqs.next(),
         "agent started"
     );
 
@@ -206,17 +216,28 @@ pub async fn run(
 }
 
 impl Driver {
-    /// Collects one report and queues it.
+    /// Collects one report and queues it, once its sequence number is
+    /// persisted (write-ahead: a crash after this point cannot reuse it).
     fn collect(&mut self) {
-        let seq = self.next_seq;
-        let mut telemetry = match self.collector.telemetry(seq, 0) {
+        let mut telemetry = match self.collector.telemetry(self.seqs.next(), 0) {
             Ok(t) => t,
             Err(e) => {
                 warn!(error = %e, "cannot collect a report");
                 return;
             }
         };
-        self.next_seq += 1;
+        let seq = match self.seqs.reserve() {
+            Ok(seq) => seq,
+            Err(e) => {
+                warn!(
+                    error = %e,
+                    seq = telemetry.seq,
+                    "cannot persist the sequence number, report not sent"
+                );
+                return;
+            }
+        };
+        debug_assert_eq!(seq, telemetry.seq);
         let evicted = self.queue.push_with(seq, |dropped| {
             telemetry.dropped = dropped;
             meshtable_proto::encode_cbor(&telemetry)

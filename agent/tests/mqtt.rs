@@ -8,9 +8,12 @@
 //!
 //! Outages are made with a TCP relay between agent and broker that the test
 //! cuts and restores: the broker stays real, only the path to it breaks.
+//!
+//! Every agent gets its own `--state-dir` (so its sequence starts at 0)
+//! unless a test shares one between two runs on purpose.
 
-use std::collections::BTreeMap;
-use std::path::PathBuf;
+use std::collections::{BTreeMap, BTreeSet};
+use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -157,12 +160,29 @@ struct Agent {
 }
 
 impl Agent {
+    /// Starts an agent with a state directory of its own.
     fn start(url: &str, network: &str, node: &str, extra: &[&str]) -> Agent {
+        Agent::start_with_state(url, network, node, None, extra)
+    }
+
+    /// Starts an agent on `state_dir`, or on a new one inside its own
+    /// temporary directory.
+    fn start_with_state(
+        url: &str,
+        network: &str,
+        node: &str,
+        state_dir: Option<&Path>,
+        extra: &[&str],
+    ) -> Agent {
         let dir = tempfile::tempdir().unwrap();
         let log = dir.path().join("agent.log");
+        let own_state = dir.path().join("state");
+        let state_dir = state_dir.unwrap_or(&own_state);
         let child = Command::new(env!("CARGO_BIN_EXE_meshtable-agent"))
             .args(["--mqtt-url", url, "--network", network, "--node-id", node])
             .args(["--interval", "1s", "--log", "meshtable_agent=debug"])
+            .arg("--state-dir")
+            .arg(state_dir)
             .args(extra)
             .stdout(Stdio::null())
             .stderr(std::fs::File::create(&log).unwrap())
@@ -524,4 +544,101 @@ async fn a_full_queue_drops_the_oldest_and_counts() {
     // The count never goes down, and reports after the drops carry it.
     assert!(reports.windows(2).all(|w| w[0].dropped <= w[1].dropped));
     assert!(log.contains("report queue full, dropped the oldest report"));
+}
+
+/// A restarted agent (kill -9, no reboot) continues the sequence of the
+/// boot from its state directory: its reports are not repeats of the first
+/// run's `(boot_id, seq)`, which the controller would discard as duplicates.
+#[tokio::test(flavor = "current_thread")]
+async fn a_restarted_agent_continues_the_sequence_of_the_boot() {
+    let broker = broker_or_skip!();
+    let (network, node) = (unique("t"), "node5");
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("agent-state");
+    let mut sub = Subscriber::new(&broker, &Topic::filter(Some(&network))).await;
+    let mut pick = |m: Msg| match m.report {
+        Report::Telemetry(t) => Some(t),
+        _ => None,
+    };
+
+    // First run: a few reports, then kill -9.
+    let mut first = Agent::start_with_state(&url(&broker), &network, node, Some(&state_dir), &[]);
+    let mut first_seqs = Vec::new();
+    while first_seqs.len() < 3 {
+        let t = sub.expect(Duration::from_secs(10), &mut pick).await;
+        assert_eq!(t.boot_id, boot_id());
+        first_seqs.push(t.seq);
+    }
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    // Everything the first run got through arrives before its last will.
+    loop {
+        let m = sub
+            .next(Duration::from_secs(10))
+            .await
+            .unwrap_or_else(|| panic!("no last will; log:\n{}", first.log()));
+        match m.report {
+            Report::Telemetry(t) => first_seqs.push(t.seq),
+            Report::State(s) if s.status == Status::Offline => break,
+            _ => {}
+        }
+    }
+    assert_eq!(
+        first_seqs,
+        (0..first_seqs.len() as u64).collect::<Vec<_>>(),
+        "a fresh state directory starts at 0"
+    );
+    let first_max = *first_seqs.iter().max().unwrap();
+
+    // Second run on the same state directory, same boot.
+    let second = Agent::start_with_state(&url(&broker), &network, node, Some(&state_dir), &[]);
+    sub.expect(Duration::from_secs(10), |m| {
+        state(m).filter(|(s, _)| s.status == Status::Online)
+    })
+    .await;
+    let mut second_seqs = Vec::new();
+    while second_seqs.len() < 3 {
+        let t = sub.expect(Duration::from_secs(10), &mut pick).await;
+        assert_eq!(t.boot_id, boot_id(), "same boot");
+        second_seqs.push(t.seq);
+    }
+    let log = format!(
+        "subscriber saw: {}\nfirst run:\n{}\nsecond run:\n{}",
+        sub.trace.join(" "),
+        first.log(),
+        second.log()
+    );
+    println!("first run {first_seqs:?}, second run {second_seqs:?}");
+    assert!(
+        second_seqs[0] > first_max,
+        "the second run's first seq {} must be above the first run's {first_seqs:?}; {log}",
+        second_seqs[0]
+    );
+    let all: Vec<u64> = first_seqs.iter().chain(&second_seqs).copied().collect();
+    let distinct: BTreeSet<u64> = all.iter().copied().collect();
+    assert_eq!(
+        distinct.len(),
+        all.len(),
+        "duplicate seqs in {all:?}; {log}"
+    );
+    assert!(
+        second_seqs.windows(2).all(|w| w[1] == w[0] + 1),
+        "{second_seqs:?}"
+    );
+    assert!(
+        second
+            .log()
+            .contains("continuing the telemetry sequence of this boot"),
+        "{log}"
+    );
+    // Write-ahead: the file is past every seq that was sent.
+    let file = std::fs::read_to_string(state_dir.join("seq")).unwrap();
+    let (stored_boot, next) = file.trim_end().split_once(' ').unwrap();
+    assert_eq!(stored_boot, boot_id());
+    assert!(next.parse::<u64>().unwrap() > *second_seqs.last().unwrap());
+
+    drop(second);
+    drop(first);
+    drop(sub.client);
+    clean_up(&broker, &network, node).await;
 }

@@ -182,8 +182,10 @@ pub struct Telemetry {
     /// Identifies one boot of the router (Linux `/proc/sys/kernel/random/boot_id`).
     #[n(2)]
     pub boot_id: String,
-    /// Sequence number, starting at 0 at every agent start and growing by one
-    /// per report. `(node, boot_id, seq)` identifies a report.
+    /// Sequence number: 0 for the first report of a boot, growing by one per
+    /// report, and continued across agent restarts within the boot (the agent
+    /// keeps it in its state directory). `(node, boot_id, seq)` identifies a
+    /// report.
     #[n(3)]
     pub seq: u64,
     /// Router wall-clock time, Unix milliseconds. Routers without a real-time
