@@ -6,16 +6,27 @@
 //!
 //! ```text
 //! event loop task --(bounded channel)--> writer task --> Store
-//!   polls rumqttc, never blocks            decodes, stores (retrying on
-//!   (keepalive pings go on)                store errors), then acks
+//!   polls rumqttc, never blocks            takes a batch, decodes, stores it
+//!   (keepalive pings go on)                in one transaction (retrying the
+//!                                          batch on store errors), then acks
 //! ```
 //!
+//! The writer takes up to [`BATCH_MAX`] messages at a time (what waits, plus
+//! what arrives within [`BATCH_LINGER`]) and records them with one
+//! [`Store::record_batch`], which has the effect of storing them one by one.
+//!
 //! Invariants:
-//! - A message is acknowledged only after its commit (or once it is known to
-//!   be bad: a refused message is counted, logged and acked, since no retry
-//!   can make it good).
-//! - Acks go out in the order messages arrived: the writer handles them one
-//!   by one, and brokers (rumqttd) insist on in-order acks.
+//! - A message is acknowledged only after its batch committed (or once it is
+//!   known to be bad: a refused message is counted, logged and acked with its
+//!   batch, since no retry can make it good). A batch that fails is retried
+//!   whole, and none of it is acked before it commits.
+//! - Acks go out in the order messages arrived: batches are taken in order
+//!   and acked message by message in order, and brokers (rumqttd) insist on
+//!   in-order acks.
+//! - A retained hello or state is recorded only when it is news (see
+//!   [`retained_is_news`]), judged against the database before its batch; so
+//!   a retained message for a node that an earlier message of the batch
+//!   names starts a new batch.
 //! - Nothing is dropped. When the channel is full the event loop parks
 //!   messages in an overflow list and keeps polling; that list stays small
 //!   because a broker sends no more unacknowledged QoS 1 messages than its
@@ -24,13 +35,13 @@
 //!   reconnect the broker delivers unacknowledged messages again, and an ack
 //!   for the old connection would be out of order on the new one.
 
-use std::collections::VecDeque;
+use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
 use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshtable_proto::{Kind, Report, Topic};
-use meshtable_store::{Recorded, Store, StoreError};
+use meshtable_store::{Incoming, Outcome, Recorded, Store, StoreError};
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -42,6 +53,19 @@ use crate::metrics::Metrics;
 /// Capacity of the channel between the event loop and the writer: larger
 /// than the in-flight window of common brokers.
 pub const QUEUE_CAPACITY: usize = 256;
+
+/// Most messages the writer records in one transaction.
+pub const BATCH_MAX: usize = 500;
+
+/// How long the writer waits for more messages after the first of a batch.
+///
+/// Short on purpose: a broker sends no more unacknowledged QoS 1 messages
+/// than its in-flight window (100 for rumqttd, 20 for Mosquitto), and a
+/// message is acked only after its batch commits, so under load the batch
+/// is what arrived while the previous one was written, and waiting longer
+/// only idles the window. The linger gathers a burst the event loop is
+/// still reading.
+pub const BATCH_LINGER: Duration = Duration::from_millis(2);
 
 /// Largest MQTT packet the ingest client reads. Far above the wire format's
 /// payload limit: an oversized report must reach [`decode`] to be counted,
@@ -341,6 +365,7 @@ impl Ingest {
                 epoch,
                 stop,
                 progress: progress.clone(),
+                held: None,
                 abandoned: false,
             }
             .run(writer_guard),
@@ -575,6 +600,15 @@ impl EventLoopTask {
     }
 }
 
+/// A message the writer took from the channel, decoded.
+struct Taken {
+    item: Item,
+    /// The report to store, or `None` when there is nothing to store: the
+    /// message was rejected (counted and logged when taken), or it is a
+    /// retained copy of a report the store knows.
+    report: Option<(Topic, Box<Report>)>,
+}
+
 struct Writer {
     rx: mpsc::Receiver<Item>,
     store: Store,
@@ -583,53 +617,105 @@ struct Writer {
     epoch: Arc<AtomicU64>,
     stop: watch::Receiver<bool>,
     progress: Arc<Progress>,
+    /// A message taken that starts the next batch.
+    held: Option<Item>,
     /// Set when shutdown interrupted a store retry: the rest stays unacked.
     abandoned: bool,
 }
 
 impl Writer {
     async fn run(mut self, _ended: EndGuard) {
-        while let Some(item) = self.rx.recv().await {
+        loop {
+            let first = match self.held.take() {
+                Some(item) => item,
+                None => match self.rx.recv().await {
+                    Some(item) => item,
+                    None => return,
+                },
+            };
             self.progress
                 .last_taken_ms
-                .store(item.received_ms, Ordering::SeqCst);
-            self.handle(item).await;
-            self.progress.pending.fetch_sub(1, Ordering::SeqCst);
+                .store(first.received_ms, Ordering::SeqCst);
+            let batch = self.take_batch(first).await;
+            let n = batch.len();
+            self.handle_batch(batch).await;
             if self.abandoned {
                 return;
             }
+            self.progress.pending.fetch_sub(n, Ordering::SeqCst);
         }
     }
 
-    /// Decodes, stores and acks one message.
-    async fn handle(&mut self, item: Item) {
-        let topic = item.publish.topic.as_str();
-        match decode(topic, &item.publish.payload) {
-            Decoded::Rejected { reason, detail } => {
-                self.metrics.rejected(reason);
-                warn!(topic = %escape_topic(topic), reason, error = %detail, "report rejected");
-            }
-            Decoded::Report(topic, report) => {
-                if item.publish.retain && !self.retained_is_news(&topic, &report).await {
-                    debug!(topic = %topic, "retained copy of a known report skipped");
-                } else if !self
-                    .store_with_retry(&topic, &report, item.received_ms)
-                    .await
-                {
-                    // Shutting down with the store failing: leave this and
-                    // the rest to the broker.
-                    warn!("store unavailable at shutdown, leaving queued messages unacknowledged");
-                    self.abandoned = true;
-                    return;
+    /// Takes up to [`BATCH_MAX`] messages, waiting at most [`BATCH_LINGER`]
+    /// after the first for more. A retained message for a node that an
+    /// earlier message of the batch names ends the batch (it starts the
+    /// next one): whether it is news depends on what the batch stores.
+    async fn take_batch(&mut self, first: Item) -> Vec<Taken> {
+        let deadline = tokio::time::Instant::now() + BATCH_LINGER;
+        let mut nodes: HashSet<(String, String)> = HashSet::new();
+        let mut batch = Vec::new();
+        let mut next = Some(first);
+        while let Some(item) = next.take() {
+            let report = match decode(&item.publish.topic, &item.publish.payload) {
+                Decoded::Rejected { reason, detail } => {
+                    self.metrics.rejected(reason);
+                    let topic = escape_topic(&item.publish.topic);
+                    warn!(topic = %topic, reason, error = %detail, "report rejected");
+                    None
                 }
+                Decoded::Report(topic, report) => {
+                    let key = (topic.network.clone(), topic.node.clone());
+                    if item.publish.retain && !batch.is_empty() && nodes.contains(&key) {
+                        self.held = Some(item);
+                        break;
+                    }
+                    let news = !item.publish.retain || self.retained_is_news(&topic, &report).await;
+                    if news {
+                        nodes.insert(key);
+                        Some((topic, report))
+                    } else {
+                        debug!(topic = %topic, "retained copy of a known report skipped");
+                        None
+                    }
+                }
+            };
+            batch.push(Taken { item, report });
+            if batch.len() >= BATCH_MAX {
+                break;
             }
+            next = match self.rx.try_recv() {
+                Ok(item) => Some(item),
+                Err(mpsc::error::TryRecvError::Disconnected) => None,
+                Err(mpsc::error::TryRecvError::Empty) => {
+                    tokio::time::timeout_at(deadline, self.rx.recv())
+                        .await
+                        .ok()
+                        .flatten()
+                }
+            };
         }
-        if item.epoch == self.epoch.load(Ordering::SeqCst) {
-            if let Err(e) = self.client.ack(&item.publish).await {
-                warn!(error = %e, "cannot queue an ack");
+        batch
+    }
+
+    /// Stores a batch in one transaction (retrying until it works), then
+    /// acks its messages in the order they arrived.
+    async fn handle_batch(&mut self, batch: Vec<Taken>) {
+        if batch.iter().any(|t| t.report.is_some()) && !self.store_with_retry(&batch).await {
+            // Shutting down with the store failing: leave this batch and
+            // the rest to the broker.
+            warn!("store unavailable at shutdown, leaving queued messages unacknowledged");
+            self.abandoned = true;
+            return;
+        }
+        let epoch = self.epoch.load(Ordering::SeqCst);
+        for taken in &batch {
+            if taken.item.epoch == epoch {
+                if let Err(e) = self.client.ack(&taken.item.publish).await {
+                    warn!(error = %e, "cannot queue an ack");
+                }
+            } else {
+                debug!(topic = %taken.item.publish.topic, "not acking a message of an earlier connection");
             }
-        } else {
-            debug!(topic = %item.publish.topic, "not acking a message of an earlier connection");
         }
     }
 
@@ -643,31 +729,35 @@ impl Writer {
             })
     }
 
-    /// Stores a report, retrying with backoff until it works. Returns false
-    /// only when shutdown interrupts the retries.
-    async fn store_with_retry(&mut self, topic: &Topic, report: &Report, received_ms: i64) -> bool {
+    /// Stores the batch's reports with one [`Store::record_batch`], retrying
+    /// the whole batch with backoff until it commits, and counts what each
+    /// did. Returns false only when shutdown interrupts the retries.
+    async fn store_with_retry(&mut self, batch: &[Taken]) -> bool {
+        let reports: Vec<(&Topic, &Report, i64)> = batch
+            .iter()
+            .filter_map(|t| {
+                let (topic, report) = t.report.as_ref()?;
+                Some((topic, report.as_ref(), t.item.received_ms))
+            })
+            .collect();
+        let items: Vec<Incoming<'_>> = reports
+            .iter()
+            .map(|(topic, report, received_ms)| {
+                Incoming::new(&topic.network, &topic.node, report, *received_ms)
+            })
+            .collect();
         let mut backoff = BACKOFF_MIN;
         loop {
-            match store_report(&self.store, topic, report, received_ms).await {
-                Ok(Stored::Inserted(kind)) => {
-                    self.metrics.stored(kind);
-                    debug!(network = %topic.network, node = %topic.node, kind = %kind, "report stored");
-                    return true;
-                }
-                Ok(Stored::Duplicate) => {
-                    self.metrics.duplicate();
-                    debug!(network = %topic.network, node = %topic.node, "duplicate telemetry");
-                    return true;
-                }
-                Err(StoreError::Invalid(detail) | StoreError::BadQuery(detail)) => {
-                    // The store refuses the content itself: retrying cannot help.
-                    self.metrics.rejected("invalid");
-                    warn!(topic = %topic, reason = "invalid", error = %detail, "report rejected");
+            match self.store.record_batch(&items).await {
+                Ok(outcomes) => {
+                    for ((topic, report, _), outcome) in reports.iter().zip(outcomes) {
+                        self.count(topic, report, outcome);
+                    }
                     return true;
                 }
                 Err(e) => {
                     self.metrics.store_error();
-                    error!(topic = %topic, error = %e, retry_in = ?backoff, "cannot store report");
+                    error!(messages = items.len(), error = %e, retry_in = ?backoff, "cannot store reports");
                     if *self.stop.borrow() {
                         return false;
                     }
@@ -677,6 +767,30 @@ impl Writer {
                     }
                     backoff = (backoff * 2).min(BACKOFF_MAX);
                 }
+            }
+        }
+    }
+
+    /// Counts and logs what storing one report did.
+    fn count(&self, topic: &Topic, report: &Report, outcome: Outcome) {
+        match outcome {
+            Outcome::Inserted => {
+                let kind = match report {
+                    Report::Hello(_) => Kind::Hello,
+                    Report::State(_) => Kind::State,
+                    Report::Telemetry(_) => Kind::Telemetry,
+                };
+                self.metrics.stored(kind);
+                debug!(network = %topic.network, node = %topic.node, kind = %kind, "report stored");
+            }
+            Outcome::Duplicate => {
+                self.metrics.duplicate();
+                debug!(network = %topic.network, node = %topic.node, "duplicate telemetry");
+            }
+            Outcome::Invalid(detail) => {
+                // The store refuses the content itself: retrying cannot help.
+                self.metrics.rejected("invalid");
+                warn!(topic = %topic, reason = "invalid", error = %detail, "report rejected");
             }
         }
     }

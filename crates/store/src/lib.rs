@@ -37,6 +37,7 @@
 //! 2020-01-01 and at most five minutes ahead of the controller), else the
 //! reception time; `clock_ok` records which.
 
+mod batch;
 mod derive;
 mod entity;
 mod error;
@@ -54,6 +55,7 @@ use meshtable_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr};
 
+pub use batch::{Content, Incoming, Outcome};
 pub use error::StoreError;
 pub use metric::Metric;
 pub use types::{

@@ -1,0 +1,776 @@
+//! Recording received messages, many in one transaction.
+//!
+//! [`Store::record_batch`] is the one write path for hello, state and
+//! telemetry messages; `record_hello`, `record_state` and `record_telemetry`
+//! are batches of one. A batch has the effect of applying its items one by
+//! one in order, each in its own transaction, but commits once and writes
+//! with a handful of multi-row statements whatever its size:
+//!
+//! 1. insert the networks and nodes it names (`ON CONFLICT DO NOTHING`, with
+//!    each new row as its first item would create it), sorted by key;
+//! 2. read those node rows (on PostgreSQL `FOR UPDATE`, in key order, so
+//!    that concurrent writers of the same nodes wait instead of losing
+//!    updates; SQLite's write transaction excludes other writers anyway);
+//! 3. look up, for every distinct telemetry key (node, boot, seq), whether
+//!    it is stored and which stored sample of its boot precedes it, then read
+//!    those previous samples and their interfaces;
+//! 4. replay the items in order in memory: node liveness and hello, dedupe
+//!    (against the database and the earlier items), and rates against the
+//!    previous sample of the boot, stored or earlier in the batch;
+//! 5. write the new samples and interface samples (multi-row inserts) and
+//!    the changed nodes.
+
+use std::collections::{BTreeMap, HashMap, HashSet};
+
+use meshtable_proto::{Hello, Message, Report, Status, Telemetry};
+use sea_orm::sea_query::{Expr, Query};
+use sea_orm::{
+    ActiveValue::{NotSet, Set},
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QueryTrait, Statement, Value,
+};
+
+use crate::derive::{Ticks, bps, cpu_busy_ratio, sample_time, sat, widen};
+use crate::entity::{interface_sample, network, node, sample};
+use crate::write::clean;
+use crate::{Backend, NodeStatus, Store, StoreError};
+
+/// Bind parameters per statement: below SQLite's limit (32766) and
+/// PostgreSQL's (65535); larger batches are written in several statements.
+const MAX_PARAMS: usize = 30_000;
+
+/// One received message to record with [`Store::record_batch`].
+#[derive(Debug, Clone, Copy)]
+pub struct Incoming<'a> {
+    /// The network id (the topic's network level).
+    pub network: &'a str,
+    /// The node id (the topic's node level).
+    pub node: &'a str,
+    /// What the message says.
+    pub content: Content<'a>,
+    /// When the controller received it (controller clock), Unix ms.
+    pub received_ms: i64,
+}
+
+/// The decoded content of an [`Incoming`] message.
+#[derive(Debug, Clone, Copy)]
+pub enum Content<'a> {
+    /// A hello: stored as the node's latest, node online.
+    Hello(&'a Hello),
+    /// A state message: the node's status.
+    State(Status),
+    /// A telemetry report: a sample, node online.
+    Telemetry(&'a Telemetry),
+}
+
+impl<'a> Incoming<'a> {
+    /// A message with a decoded report.
+    pub fn new(network: &'a str, node: &'a str, report: &'a Report, received_ms: i64) -> Self {
+        let content = match report {
+            Report::Hello(h) => Content::Hello(h),
+            Report::State(s) => Content::State(s.status),
+            Report::Telemetry(t) => Content::Telemetry(t),
+        };
+        Incoming {
+            network,
+            node,
+            content,
+            received_ms,
+        }
+    }
+}
+
+/// What recording one [`Incoming`] message did.
+#[derive(Debug, Clone, PartialEq, Eq, Hash)]
+pub enum Outcome {
+    /// Recorded: a hello or state applied, or a telemetry report stored.
+    Inserted,
+    /// A telemetry report whose (network, node, boot_id, seq) was stored
+    /// before, or earlier in the same batch; nothing changed.
+    Duplicate,
+    /// The message breaks the wire format's rules; nothing changed. Retrying
+    /// cannot help.
+    Invalid(String),
+}
+
+/// What a hello sets on its node.
+struct HelloFields {
+    hostname: Option<String>,
+    model: Option<String>,
+    json: String,
+    interval_ms: Option<i64>,
+}
+
+fn non_empty(s: &str) -> Option<String> {
+    (!s.is_empty()).then(|| clean(s))
+}
+
+/// A valid item, ready to replay.
+struct Item<'a> {
+    /// Index into the batch's node keys.
+    node: usize,
+    received_ms: i64,
+    kind: ItemKind<'a>,
+}
+
+enum ItemKind<'a> {
+    Hello(HelloFields),
+    State(NodeStatus),
+    Telemetry(&'a Telemetry),
+}
+
+impl ItemKind<'_> {
+    fn status(&self) -> NodeStatus {
+        match self {
+            ItemKind::Hello(_) | ItemKind::Telemetry(_) => NodeStatus::Online,
+            ItemKind::State(s) => *s,
+        }
+    }
+}
+
+fn prepare<'a>(incoming: &Incoming<'a>, keys: &mut NodeKeys) -> Result<Item<'a>, String> {
+    let kind = match incoming.content {
+        Content::Hello(hello) => {
+            let json = serde_json::to_string(hello)
+                .map_err(|e| format!("hello does not serialize: {e}"))?;
+            ItemKind::Hello(HelloFields {
+                hostname: non_empty(&hello.hostname),
+                model: non_empty(&hello.model),
+                json,
+                interval_ms: (hello.interval_ms > 0).then_some(i64::from(hello.interval_ms)),
+            })
+        }
+        Content::State(s) => ItemKind::State(s.into()),
+        Content::Telemetry(t) => {
+            t.validate().map_err(|e| e.to_string())?;
+            ItemKind::Telemetry(t)
+        }
+    };
+    let node = keys.index(
+        incoming.network,
+        incoming.node,
+        incoming.received_ms,
+        kind.status(),
+    );
+    Ok(Item {
+        node,
+        received_ms: incoming.received_ms,
+        kind,
+    })
+}
+
+/// The distinct (network, node) pairs of a batch, in order of first
+/// appearance, with the row their first item would create.
+#[derive(Default)]
+struct NodeKeys {
+    index: HashMap<(String, String), usize>,
+    /// (network, node, received_ms, status) of the first item.
+    first: Vec<(String, String, i64, NodeStatus)>,
+}
+
+impl NodeKeys {
+    fn index(&mut self, network: &str, node: &str, received_ms: i64, status: NodeStatus) -> usize {
+        let key = (clean(network), clean(node));
+        if let Some(&i) = self.index.get(&key) {
+            return i;
+        }
+        let i = self.first.len();
+        self.first
+            .push((key.0.clone(), key.1.clone(), received_ms, status));
+        self.index.insert(key, i);
+        i
+    }
+}
+
+/// A node row being replayed.
+struct NodeState {
+    row: node::Model,
+    changed: bool,
+}
+
+impl NodeState {
+    /// What one message does to its node: seen (`last_seen` only moves
+    /// forward), the status (`status_since` moves only when it changes), and
+    /// the hello's fields.
+    fn touch(&mut self, received_ms: i64, status: NodeStatus, hello: Option<&HelloFields>) {
+        let row = &mut self.row;
+        if row.last_seen_ms < received_ms {
+            row.last_seen_ms = received_ms;
+        }
+        if row.status != status.as_str() {
+            row.status_since_ms = received_ms;
+            row.status = status.as_str().to_owned();
+        }
+        if let Some(h) = hello {
+            row.hostname.clone_from(&h.hostname);
+            row.model.clone_from(&h.model);
+            row.hello = Some(h.json.clone());
+            row.interval_ms = h.interval_ms;
+        }
+        self.changed = true;
+    }
+}
+
+/// Identifies a report: (node id, boot id, seq).
+type SampleKey = (i64, String, i64);
+
+/// What rates are derived from: a sample stored or earlier in the batch.
+#[derive(Clone)]
+struct PrevSample {
+    seq: i64,
+    uptime_ms: i64,
+    ticks: Ticks,
+    /// Interface name -> (rx_bytes, tx_bytes).
+    ifaces: HashMap<String, (i64, i64)>,
+}
+
+/// What the database holds for one telemetry key of the batch.
+#[derive(Default)]
+struct KeyLookup {
+    /// Uptime of the stored sample with this very key.
+    stored_uptime: Option<i64>,
+    /// Id of the stored sample of the same boot with the largest seq below.
+    prev_id: Option<i64>,
+}
+
+/// A sample to insert, with its interfaces.
+struct NewSample {
+    /// Position in the batch.
+    item: usize,
+    key: SampleKey,
+    row: sample::ActiveModel,
+    ifaces: Vec<interface_sample::ActiveModel>,
+}
+
+impl Store {
+    /// Records received messages in one transaction, with the same effect as
+    /// recording them one by one in order (see `record_hello`,
+    /// `record_state` and `record_telemetry`): telemetry is deduplicated on
+    /// (network, node, boot_id, seq), also within the batch; rates are
+    /// derived from the previous sample of the same boot, which may be an
+    /// earlier item. Returns one [`Outcome`] per item, in order.
+    ///
+    /// An invalid item changes nothing and does not fail the batch. An
+    /// error fails the whole batch: nothing of it is stored.
+    pub async fn record_batch(&self, items: &[Incoming<'_>]) -> Result<Vec<Outcome>, StoreError> {
+        let mut keys = NodeKeys::default();
+        let prepared: Vec<Result<Item<'_>, String>> =
+            items.iter().map(|i| prepare(i, &mut keys)).collect();
+        if keys.first.is_empty() {
+            return Ok(prepared
+                .into_iter()
+                .map(|p| match p {
+                    Ok(_) => Outcome::Inserted,
+                    Err(e) => Outcome::Invalid(e),
+                })
+                .collect());
+        }
+
+        let txn = self.begin_write().await?;
+        let mut nodes = self.upsert_nodes(&txn, &keys).await?;
+
+        // Every distinct telemetry key, in order of first appearance.
+        let mut tele_keys: Vec<SampleKey> = Vec::new();
+        let mut seen_keys: HashSet<SampleKey> = HashSet::new();
+        for item in prepared.iter().flatten() {
+            if let ItemKind::Telemetry(t) = item.kind {
+                let key = (nodes[item.node].row.id, clean(&t.boot_id), sat(t.seq));
+                if seen_keys.insert(key.clone()) {
+                    tele_keys.push(key);
+                }
+            }
+        }
+        let lookups = self.lookup_keys(&txn, &tele_keys).await?;
+        let prev_ids: Vec<i64> = {
+            let mut ids: Vec<i64> = lookups.values().filter_map(|l| l.prev_id).collect();
+            ids.sort_unstable();
+            ids.dedup();
+            ids
+        };
+        let stored_prev = load_samples(&txn, &prev_ids).await?;
+
+        // Replay in order.
+        let mut outcomes = Vec::with_capacity(items.len());
+        // Samples of this batch by (node, boot), by seq.
+        let mut batch_samples: HashMap<(i64, String), BTreeMap<i64, PrevSample>> = HashMap::new();
+        let mut new_samples: Vec<NewSample> = Vec::new();
+        for (i, p) in prepared.iter().enumerate() {
+            let item = match p {
+                Ok(item) => item,
+                Err(e) => {
+                    outcomes.push(Outcome::Invalid(e.clone()));
+                    continue;
+                }
+            };
+            let state = &mut nodes[item.node];
+            match &item.kind {
+                ItemKind::Hello(h) => state.touch(item.received_ms, NodeStatus::Online, Some(h)),
+                ItemKind::State(s) => state.touch(item.received_ms, *s, None),
+                ItemKind::Telemetry(t) => {
+                    let node_id = state.row.id;
+                    let boot_id = clean(&t.boot_id);
+                    let seq = sat(t.seq);
+                    let uptime_ms = sat(t.uptime_ms);
+                    let key = (node_id, boot_id.clone(), seq);
+                    let lookup = lookups.get(&key);
+                    let group = batch_samples.entry((node_id, boot_id.clone())).or_default();
+                    let existing = group
+                        .get(&seq)
+                        .map(|s| s.uptime_ms)
+                        .or_else(|| lookup.and_then(|l| l.stored_uptime));
+                    if let Some(stored_uptime) = existing {
+                        if stored_uptime != uptime_ms {
+                            // Not a redelivery: another report under the same key,
+                            // as when an agent restarts (seq from 0) without a reboot.
+                            tracing::warn!(
+                                network = %state.row.network,
+                                node = %state.row.node,
+                                boot_id = %boot_id,
+                                seq,
+                                "report key reused by a different report, dropped as duplicate"
+                            );
+                        }
+                        outcomes.push(Outcome::Duplicate);
+                        continue;
+                    }
+                    state.touch(item.received_ms, NodeStatus::Online, None);
+                    let from_db = lookup
+                        .and_then(|l| l.prev_id)
+                        .and_then(|id| stored_prev.get(&id));
+                    let from_batch = group.range(..seq).next_back().map(|(_, s)| s);
+                    let prev = match (from_db, from_batch) {
+                        (Some(d), Some(b)) => Some(if b.seq > d.seq { b } else { d }),
+                        (d, b) => d.or(b),
+                    };
+                    let (new, this) = new_sample(i, node_id, boot_id, t, item.received_ms, prev);
+                    group.insert(seq, this);
+                    new_samples.push(new);
+                    outcomes.push(Outcome::Inserted);
+                }
+            }
+            if !matches!(item.kind, ItemKind::Telemetry(_)) {
+                outcomes.push(Outcome::Inserted);
+            }
+        }
+
+        self.insert_samples(&txn, new_samples, &mut outcomes)
+            .await?;
+        self.update_nodes(&txn, &nodes).await?;
+        txn.commit().await?;
+        Ok(outcomes)
+    }
+
+    /// Steps 1 and 2: creates missing networks and nodes, then reads (and on
+    /// PostgreSQL locks) the batch's node rows. Returns them by key index.
+    async fn upsert_nodes(
+        &self,
+        txn: &DatabaseTransaction,
+        keys: &NodeKeys,
+    ) -> Result<Vec<NodeState>, StoreError> {
+        // Sorted, so that concurrent batches take the same locks in the same order.
+        let mut order: Vec<usize> = (0..keys.first.len()).collect();
+        order.sort_by(|&a, &b| {
+            let (ka, kb) = (&keys.first[a], &keys.first[b]);
+            (&ka.0, &ka.1).cmp(&(&kb.0, &kb.1))
+        });
+
+        let mut networks: Vec<network::ActiveModel> = Vec::new();
+        let mut net_seen: HashMap<&str, usize> = HashMap::new();
+        // The network's first item is the first item of any of its nodes.
+        for (i, (net, _, received_ms, _)) in keys.first.iter().enumerate() {
+            if !net_seen.contains_key(net.as_str()) {
+                net_seen.insert(net, i);
+                networks.push(network::ActiveModel {
+                    id: Set(net.clone()),
+                    first_seen_ms: Set(*received_ms),
+                });
+            }
+        }
+        networks.sort_by(|a, b| a.id.as_ref().cmp(b.id.as_ref()));
+        for chunk in chunked(networks, 2) {
+            network::Entity::insert_many(chunk)
+                .on_conflict_do_nothing()
+                .exec_without_returning(txn)
+                .await?;
+        }
+
+        let new_nodes: Vec<node::ActiveModel> = order
+            .iter()
+            .map(|&i| {
+                let (net, node, received_ms, status) = &keys.first[i];
+                node::ActiveModel {
+                    id: NotSet,
+                    network: Set(net.clone()),
+                    node: Set(node.clone()),
+                    hostname: Set(None),
+                    model: Set(None),
+                    hello: Set(None),
+                    interval_ms: Set(None),
+                    status: Set(status.as_str().to_owned()),
+                    status_since_ms: Set(*received_ms),
+                    first_seen_ms: Set(*received_ms),
+                    last_seen_ms: Set(*received_ms),
+                }
+            })
+            .collect();
+        for chunk in chunked(new_nodes, 10) {
+            node::Entity::insert_many(chunk)
+                .on_conflict_do_nothing_on([node::Column::Network, node::Column::Node])
+                .exec_without_returning(txn)
+                .await?;
+        }
+
+        let backend = txn.get_database_backend();
+        let mut rows: HashMap<(String, String), node::Model> = HashMap::new();
+        for chunk in order.chunks(MAX_PARAMS / 2) {
+            let mut values = Vec::with_capacity(chunk.len() * 2);
+            let mut tuples = Vec::with_capacity(chunk.len());
+            for &i in chunk {
+                let (net, node, _, _) = &keys.first[i];
+                tuples.push(format!(
+                    "({}, {})",
+                    placeholder(backend, values.len() + 1),
+                    placeholder(backend, values.len() + 2)
+                ));
+                values.push(Value::from(net.clone()));
+                values.push(Value::from(node.clone()));
+            }
+            let lock = match self.backend {
+                Backend::Postgres => " FOR UPDATE OF n",
+                Backend::Sqlite => "",
+            };
+            let sql = format!(
+                "WITH k(network, node) AS (VALUES {}) \
+                 SELECT n.* FROM node n JOIN k ON n.network = k.network AND n.node = k.node \
+                 ORDER BY n.network, n.node{lock}",
+                tuples.join(", ")
+            );
+            let found = node::Entity::find()
+                .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
+                .all(txn)
+                .await?;
+            for row in found {
+                rows.insert((row.network.clone(), row.node.clone()), row);
+            }
+        }
+        keys.first
+            .iter()
+            .map(|(net, node, _, _)| {
+                rows.remove(&(net.clone(), node.clone()))
+                    .map(|row| NodeState {
+                        row,
+                        changed: false,
+                    })
+                    .ok_or_else(|| {
+                        StoreError::Database(sea_orm::DbErr::RecordNotFound(format!(
+                            "node {net}/{node} vanished"
+                        )))
+                    })
+            })
+            .collect()
+    }
+
+    /// Step 3: for each telemetry key, whether it is stored, and the stored
+    /// sample of the same boot with the largest seq below it.
+    async fn lookup_keys(
+        &self,
+        txn: &DatabaseTransaction,
+        keys: &[SampleKey],
+    ) -> Result<HashMap<SampleKey, KeyLookup>, StoreError> {
+        let backend = txn.get_database_backend();
+        let mut out = HashMap::with_capacity(keys.len());
+        for chunk in keys.chunks(MAX_PARAMS / 3) {
+            let mut values = Vec::with_capacity(chunk.len() * 3);
+            let mut tuples = Vec::with_capacity(chunk.len());
+            for (node_id, boot_id, seq) in chunk {
+                let n = values.len();
+                tuples.push(format!(
+                    "({}, {}, {})",
+                    placeholder(backend, n + 1),
+                    placeholder(backend, n + 2),
+                    placeholder(backend, n + 3)
+                ));
+                values.push(Value::from(*node_id));
+                values.push(Value::from(boot_id.clone()));
+                values.push(Value::from(*seq));
+            }
+            let sql = format!(
+                "WITH k(node_id, boot_id, seq) AS (VALUES {}) \
+                 SELECT k.node_id, k.boot_id, k.seq, \
+                 (SELECT s.uptime_ms FROM sample s \
+                   WHERE s.node_id = k.node_id AND s.boot_id = k.boot_id AND s.seq = k.seq) \
+                   AS stored_uptime, \
+                 (SELECT s.id FROM sample s \
+                   WHERE s.node_id = k.node_id AND s.boot_id = k.boot_id AND s.seq < k.seq \
+                   ORDER BY s.seq DESC LIMIT 1) AS prev_id \
+                 FROM k",
+                tuples.join(", ")
+            );
+            let rows = txn
+                .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await?;
+            for row in rows {
+                let key: SampleKey = (
+                    row.try_get("", "node_id")?,
+                    row.try_get("", "boot_id")?,
+                    row.try_get("", "seq")?,
+                );
+                out.insert(
+                    key,
+                    KeyLookup {
+                        stored_uptime: row.try_get("", "stored_uptime")?,
+                        prev_id: row.try_get("", "prev_id")?,
+                    },
+                );
+            }
+        }
+        Ok(out)
+    }
+
+    /// Step 5: inserts the new samples in batch order (ids ascend with it),
+    /// then their interfaces. A sample that a concurrent writer stored
+    /// meanwhile becomes a duplicate.
+    async fn insert_samples(
+        &self,
+        txn: &DatabaseTransaction,
+        new_samples: Vec<NewSample>,
+        outcomes: &mut [Outcome],
+    ) -> Result<(), StoreError> {
+        if new_samples.is_empty() {
+            return Ok(());
+        }
+        let backend = txn.get_database_backend();
+        let mut ids: HashMap<SampleKey, i64> = HashMap::with_capacity(new_samples.len());
+        let rows: Vec<sample::ActiveModel> = new_samples.iter().map(|s| s.row.clone()).collect();
+        for chunk in chunked(rows, 26) {
+            let mut insert = sample::Entity::insert_many(chunk)
+                .on_conflict_do_nothing_on([
+                    sample::Column::NodeId,
+                    sample::Column::BootId,
+                    sample::Column::Seq,
+                ])
+                .into_query();
+            insert.returning(Query::returning().columns([
+                sample::Column::Id,
+                sample::Column::NodeId,
+                sample::Column::BootId,
+                sample::Column::Seq,
+            ]));
+            for row in txn.query_all_raw(backend.build(&insert)).await? {
+                let key: SampleKey = (
+                    row.try_get("", "node_id")?,
+                    row.try_get("", "boot_id")?,
+                    row.try_get("", "seq")?,
+                );
+                ids.insert(key, row.try_get("", "id")?);
+            }
+        }
+        let mut ifaces = Vec::new();
+        for s in new_samples {
+            let Some(&id) = ids.get(&s.key) else {
+                tracing::warn!(
+                    node_id = s.key.0,
+                    boot_id = %s.key.1,
+                    seq = s.key.2,
+                    "report stored concurrently by another writer, dropped as duplicate"
+                );
+                outcomes[s.item] = Outcome::Duplicate;
+                continue;
+            };
+            for mut row in s.ifaces {
+                row.sample_id = Set(id);
+                ifaces.push(row);
+            }
+        }
+        for chunk in chunked(ifaces, 12) {
+            interface_sample::Entity::insert_many(chunk)
+                .exec_without_returning(txn)
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// Step 5: writes the replayed state of every node a valid item touched.
+    async fn update_nodes(
+        &self,
+        txn: &DatabaseTransaction,
+        nodes: &[NodeState],
+    ) -> Result<(), StoreError> {
+        for n in nodes.iter().filter(|n| n.changed) {
+            let r = &n.row;
+            node::Entity::update_many()
+                .col_expr(node::Column::Hostname, Expr::val(r.hostname.clone()))
+                .col_expr(node::Column::Model, Expr::val(r.model.clone()))
+                .col_expr(node::Column::Hello, Expr::val(r.hello.clone()))
+                .col_expr(node::Column::IntervalMs, Expr::val(r.interval_ms))
+                .col_expr(node::Column::Status, Expr::val(r.status.clone()))
+                .col_expr(node::Column::StatusSinceMs, Expr::val(r.status_since_ms))
+                .col_expr(node::Column::LastSeenMs, Expr::val(r.last_seen_ms))
+                .filter(node::Column::Id.eq(r.id))
+                .exec(txn)
+                .await?;
+        }
+        Ok(())
+    }
+}
+
+/// Reads stored samples and their interfaces by id.
+async fn load_samples(
+    txn: &DatabaseTransaction,
+    ids: &[i64],
+) -> Result<HashMap<i64, PrevSample>, StoreError> {
+    let mut out = HashMap::with_capacity(ids.len());
+    for chunk in ids.chunks(MAX_PARAMS) {
+        let samples = sample::Entity::find()
+            .filter(sample::Column::Id.is_in(chunk.iter().copied()))
+            .all(txn)
+            .await?;
+        for p in samples {
+            out.insert(
+                p.id,
+                PrevSample {
+                    seq: p.seq,
+                    uptime_ms: p.uptime_ms,
+                    ticks: Ticks {
+                        all: [
+                            p.cpu_user,
+                            p.cpu_nice,
+                            p.cpu_system,
+                            p.cpu_idle,
+                            p.cpu_iowait,
+                            p.cpu_irq,
+                            p.cpu_softirq,
+                            p.cpu_steal,
+                        ],
+                    },
+                    ifaces: HashMap::new(),
+                },
+            );
+        }
+        let ifaces = interface_sample::Entity::find()
+            .filter(interface_sample::Column::SampleId.is_in(chunk.iter().copied()))
+            .all(txn)
+            .await?;
+        for i in ifaces {
+            if let Some(p) = out.get_mut(&i.sample_id) {
+                p.ifaces.insert(i.name, (i.rx_bytes, i.tx_bytes));
+            }
+        }
+    }
+    Ok(out)
+}
+
+/// The rows of a new sample, with rates against `prev`, and what a later
+/// sample of the batch derives its rates from.
+fn new_sample(
+    item: usize,
+    node_id: i64,
+    boot_id: String,
+    t: &Telemetry,
+    received_ms: i64,
+    prev: Option<&PrevSample>,
+) -> (NewSample, PrevSample) {
+    let (t_ms, clock_ok) = sample_time(t.time_ms, received_ms);
+    let seq = sat(t.seq);
+    let uptime_ms = sat(t.uptime_ms);
+    let ticks = Ticks::from_proto(&t.cpu);
+    let cpu_busy = prev.and_then(|p| {
+        if uptime_ms > p.uptime_ms {
+            cpu_busy_ratio(&p.ticks, &ticks)
+        } else {
+            None
+        }
+    });
+    let row = sample::ActiveModel {
+        id: NotSet,
+        node_id: Set(node_id),
+        boot_id: Set(boot_id.clone()),
+        seq: Set(seq),
+        t_ms: Set(t_ms),
+        time_ms: Set(sat(t.time_ms)),
+        received_ms: Set(received_ms),
+        clock_ok: Set(clock_ok),
+        uptime_ms: Set(uptime_ms),
+        load1: Set(widen(t.load[0])),
+        load5: Set(widen(t.load[1])),
+        load15: Set(widen(t.load[2])),
+        cpu_user: Set(ticks.all[0]),
+        cpu_nice: Set(ticks.all[1]),
+        cpu_system: Set(ticks.all[2]),
+        cpu_idle: Set(ticks.all[3]),
+        cpu_iowait: Set(ticks.all[4]),
+        cpu_irq: Set(ticks.all[5]),
+        cpu_softirq: Set(ticks.all[6]),
+        cpu_steal: Set(ticks.all[7]),
+        mem_total: Set(sat(t.mem_total)),
+        mem_available: Set(sat(t.mem_available)),
+        rootfs_size: Set(sat(t.rootfs_size)),
+        rootfs_free: Set(sat(t.rootfs_free)),
+        dropped: Set(sat(t.dropped)),
+        cpu_busy_ratio: Set(cpu_busy),
+    };
+
+    // When one report lists an interface twice, the first entry counts.
+    let mut seen = HashSet::new();
+    let mut ifaces = Vec::with_capacity(t.interfaces.len());
+    let mut counters = HashMap::with_capacity(t.interfaces.len());
+    for i in &t.interfaces {
+        let name = clean(&i.name);
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let (rx, tx) = (sat(i.rx_bytes), sat(i.tx_bytes));
+        let (rx_bps, tx_bps) = match prev.and_then(|p| Some((p.uptime_ms, p.ifaces.get(&name)?))) {
+            Some((pu, &(prx, ptx))) => (bps(prx, rx, pu, uptime_ms), bps(ptx, tx, pu, uptime_ms)),
+            None => (None, None),
+        };
+        counters.insert(name.clone(), (rx, tx));
+        ifaces.push(interface_sample::ActiveModel {
+            sample_id: NotSet,
+            name: Set(name),
+            rx_bytes: Set(rx),
+            tx_bytes: Set(tx),
+            rx_packets: Set(sat(i.rx_packets)),
+            tx_packets: Set(sat(i.tx_packets)),
+            rx_errors: Set(sat(i.rx_errors)),
+            tx_errors: Set(sat(i.tx_errors)),
+            rx_dropped: Set(sat(i.rx_dropped)),
+            tx_dropped: Set(sat(i.tx_dropped)),
+            rx_bps: Set(rx_bps),
+            tx_bps: Set(tx_bps),
+        });
+    }
+    (
+        NewSample {
+            item,
+            key: (node_id, boot_id, seq),
+            row,
+            ifaces,
+        },
+        PrevSample {
+            seq,
+            uptime_ms,
+            ticks,
+            ifaces: counters,
+        },
+    )
+}
+
+/// Splits rows into statements of at most [`MAX_PARAMS`] parameters.
+fn chunked<T>(rows: Vec<T>, columns: usize) -> Vec<Vec<T>> {
+    let per = (MAX_PARAMS / columns).max(1);
+    let mut out = Vec::with_capacity(rows.len().div_ceil(per));
+    let mut rows = rows.into_iter().peekable();
+    while rows.peek().is_some() {
+        out.push(rows.by_ref().take(per).collect());
+    }
+    out
+}
+
+/// The `n`th (from 1) bind parameter in a hand-written statement.
+fn placeholder(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    }
+}
