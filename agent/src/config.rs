@@ -8,6 +8,7 @@ use clap::Parser;
 use meshtable_proto::{Location, TopicError, validate_id};
 use serde::Deserialize;
 
+use crate::spool::WriteBudget;
 use crate::state::DEFAULT_STATE_DIR;
 
 /// Default broker.
@@ -24,6 +25,48 @@ pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Largest queue accepted, in reports.
 pub const MAX_QUEUE_CAPACITY: usize = 1_000_000;
+/// The spool directory's name inside the state directory, by default.
+pub const DEFAULT_SPOOL_SUBDIR: &str = "spool";
+/// Default spool bound, in bytes (1 MiB).
+pub const DEFAULT_SPOOL_MAX_BYTES: u64 = 1024 * 1024;
+/// Accepted spool bounds, in bytes (4 KiB to 1 GiB).
+pub const SPOOL_MAX_BYTES_RANGE: std::ops::RangeInclusive<u64> = 4096..=1024 * 1024 * 1024;
+/// Default drain rate after a reconnect, in reports per second.
+pub const DEFAULT_SPOOL_DRAIN_RATE: u32 = 5;
+/// Highest drain rate accepted, in reports per second.
+pub const MAX_SPOOL_DRAIN_RATE: u32 = 1000;
+
+/// Parses a write budget: `<bytes>/h` or `<bytes>/d` (bytes a whole number,
+/// optionally with a `k` or `m` suffix for KiB and MiB), e.g. `65536/h` or
+/// `4m/d`. `off` or an empty string means no budget.
+pub fn parse_write_budget(text: &str) -> Result<Option<WriteBudget>, String> {
+    let text = text.trim();
+    if text.is_empty() || text == "off" {
+        return Ok(None);
+    }
+    let (amount, per) = text
+        .split_once('/')
+        .ok_or_else(|| "expected <bytes>/h or <bytes>/d, e.g. 65536/h".to_owned())?;
+    let per = match per {
+        "h" => Duration::from_secs(3600),
+        "d" => Duration::from_secs(24 * 3600),
+        _ => return Err(format!("unknown period {per:?}: use h or d")),
+    };
+    let (digits, unit) = match amount.strip_suffix(['k', 'K']) {
+        Some(d) => (d, 1024),
+        None => match amount.strip_suffix(['m', 'M']) {
+            Some(d) => (d, 1024 * 1024),
+            None => (amount, 1),
+        },
+    };
+    let bytes = digits
+        .parse::<u64>()
+        .ok()
+        .and_then(|n| n.checked_mul(unit))
+        .filter(|n| *n > 0)
+        .ok_or_else(|| format!("not a positive number of bytes: {amount:?}"))?;
+    Ok(Some(WriteBudget { bytes, per }))
+}
 
 /// Why the configuration was refused.
 #[derive(Debug, thiserror::Error)]
@@ -64,6 +107,20 @@ pub enum ConfigError {
     /// The queue capacity is out of range.
     #[error("invalid --queue-capacity {0}: use 1 to 1000000")]
     QueueCapacity(usize),
+    /// The spool bound is out of range.
+    #[error("invalid --spool-max-bytes {0}: use 4096 to 1073741824")]
+    SpoolMaxBytes(u64),
+    /// The write budget does not parse.
+    #[error("invalid --spool-write-budget {value:?}: {reason}")]
+    SpoolWriteBudget {
+        /// The value given.
+        value: String,
+        /// What is wrong.
+        reason: String,
+    },
+    /// The drain rate is out of range.
+    #[error("invalid --spool-drain-rate {0}: use 1 to 1000 reports per second")]
+    SpoolDrainRate(u32),
     /// The location is not a valid WGS 84 position.
     #[error("invalid location: latitude must be within -90..90 and longitude within -180..180")]
     Location,
@@ -96,6 +153,18 @@ pub struct Cli {
     /// Reports kept while the broker is unreachable; the oldest is dropped beyond [default: 1000]
     #[arg(long, value_name = "N")]
     pub queue_capacity: Option<usize>,
+    /// Directory of the spool of unacknowledged reports [default: <state-dir>/spool]
+    #[arg(long, value_name = "DIR")]
+    pub spool_dir: Option<PathBuf>,
+    /// Bytes the spool may hold; the oldest report is dropped beyond [default: 1048576]
+    #[arg(long, value_name = "BYTES")]
+    pub spool_max_bytes: Option<u64>,
+    /// Limit on spool writes for a --spool-dir on flash, <bytes>/h or <bytes>/d (e.g. 256k/d); beyond it reports stay in RAM [default: off]
+    #[arg(long, value_name = "BYTES/PERIOD")]
+    pub spool_write_budget: Option<String>,
+    /// Reports per second sent from the spool after a reconnect [default: 5]
+    #[arg(long, value_name = "N")]
+    pub spool_drain_rate: Option<u32>,
     /// Print one {"hello":...,"telemetry":...} as JSON and exit, without a broker
     #[arg(long)]
     pub once: bool,
@@ -125,6 +194,14 @@ pub struct FileConfig {
     pub interval: Option<Duration>,
     /// See [`Cli::queue_capacity`].
     pub queue_capacity: Option<usize>,
+    /// See [`Cli::spool_dir`].
+    pub spool_dir: Option<PathBuf>,
+    /// See [`Cli::spool_max_bytes`].
+    pub spool_max_bytes: Option<u64>,
+    /// See [`Cli::spool_write_budget`].
+    pub spool_write_budget: Option<String>,
+    /// See [`Cli::spool_drain_rate`].
+    pub spool_drain_rate: Option<u32>,
     /// See [`Cli::proc_root`].
     pub proc_root: Option<PathBuf>,
     /// See [`Cli::state_dir`].
@@ -157,8 +234,16 @@ pub struct Config {
     pub node_id: Option<String>,
     /// Telemetry interval.
     pub interval: Duration,
-    /// Queue capacity, in reports.
+    /// Queue capacity, in reports: the spool holds at most this many.
     pub queue_capacity: usize,
+    /// The spool directory (see [`crate::spool`]).
+    pub spool_dir: PathBuf,
+    /// Bytes the spool may hold.
+    pub spool_max_bytes: u64,
+    /// Write budget of the spool directory, when it is on flash.
+    pub spool_write_budget: Option<WriteBudget>,
+    /// Reports per second drained from the spool.
+    pub spool_drain_rate: u32,
     /// Print one report and exit.
     pub once: bool,
     /// Root of the proc filesystem.
@@ -299,6 +384,38 @@ impl Config {
         if !(1..=MAX_QUEUE_CAPACITY).contains(&queue_capacity) {
             return Err(ConfigError::QueueCapacity(queue_capacity));
         }
+        let spool_max_bytes = cli
+            .spool_max_bytes
+            .or(file.spool_max_bytes)
+            .unwrap_or(DEFAULT_SPOOL_MAX_BYTES);
+        if !SPOOL_MAX_BYTES_RANGE.contains(&spool_max_bytes) {
+            return Err(ConfigError::SpoolMaxBytes(spool_max_bytes));
+        }
+        let budget = cli.spool_write_budget.or(file.spool_write_budget);
+        let spool_write_budget = match &budget {
+            Some(value) => {
+                parse_write_budget(value).map_err(|reason| ConfigError::SpoolWriteBudget {
+                    value: value.clone(),
+                    reason,
+                })?
+            }
+            None => None,
+        };
+        let spool_drain_rate = cli
+            .spool_drain_rate
+            .or(file.spool_drain_rate)
+            .unwrap_or(DEFAULT_SPOOL_DRAIN_RATE);
+        if !(1..=MAX_SPOOL_DRAIN_RATE).contains(&spool_drain_rate) {
+            return Err(ConfigError::SpoolDrainRate(spool_drain_rate));
+        }
+        let state_dir = cli
+            .state_dir
+            .or(file.state_dir)
+            .unwrap_or_else(|| DEFAULT_STATE_DIR.into());
+        let spool_dir = cli
+            .spool_dir
+            .or(file.spool_dir)
+            .unwrap_or_else(|| state_dir.join(DEFAULT_SPOOL_SUBDIR));
         if let Some(loc) = &file.location {
             let ok = (-90.0..=90.0).contains(&loc.latitude)
                 && (-180.0..=180.0).contains(&loc.longitude)
@@ -313,15 +430,16 @@ impl Config {
             node_id,
             interval,
             queue_capacity,
+            spool_dir,
+            spool_max_bytes,
+            spool_write_budget,
+            spool_drain_rate,
             once: cli.once,
             proc_root: cli
                 .proc_root
                 .or(file.proc_root)
                 .unwrap_or_else(|| "/proc".into()),
-            state_dir: cli
-                .state_dir
-                .or(file.state_dir)
-                .unwrap_or_else(|| DEFAULT_STATE_DIR.into()),
+            state_dir,
             log: cli.log.or(file.log),
             location: file.location,
         })
@@ -499,6 +617,101 @@ mod tests {
             Config::merge(Cli::default(), far),
             Err(ConfigError::Location)
         ));
+    }
+
+    #[test]
+    fn write_budgets_as_data() {
+        let h = Duration::from_secs(3600);
+        let d = Duration::from_secs(86_400);
+        let budget = |bytes, per| Ok(Some(WriteBudget { bytes, per }));
+        let cases: [(&str, Result<Option<WriteBudget>, ()>); 10] = [
+            ("65536/h", budget(65_536, h)),
+            ("256k/d", budget(256 * 1024, d)),
+            ("4M/d", budget(4 * 1024 * 1024, d)),
+            ("off", Ok(None)),
+            ("", Ok(None)),
+            ("0/h", Err(())),
+            ("65536", Err(())),
+            ("65536/w", Err(())),
+            ("many/h", Err(())),
+            ("-5/h", Err(())),
+        ];
+        for (text, want) in cases {
+            assert_eq!(parse_write_budget(text).map_err(|_| ()), want, "{text:?}");
+        }
+    }
+
+    #[test]
+    fn spool_flags() {
+        let d = Config::merge(Cli::default(), FileConfig::default()).unwrap();
+        assert_eq!(d.spool_dir, PathBuf::from("/tmp/meshtable-agent/spool"));
+        assert_eq!(
+            (d.spool_max_bytes, d.spool_write_budget, d.spool_drain_rate),
+            (1024 * 1024, None, 5)
+        );
+        // The default follows the state directory; a flag wins over the file.
+        let file = parse_file(
+            "state_dir = \"/run/a\"\nspool_write_budget = \"1m/d\"\nspool_drain_rate = 2\n",
+        )
+        .unwrap();
+        let c = Config::merge(Cli::default(), file.clone()).unwrap();
+        assert_eq!(c.spool_dir, PathBuf::from("/run/a/spool"));
+        assert_eq!(c.spool_drain_rate, 2);
+        assert_eq!(c.spool_write_budget.unwrap().bytes, 1024 * 1024);
+        let cli = Cli::try_parse_from([
+            "meshtable-agent",
+            "--spool-dir",
+            "/overlay/spool",
+            "--spool-max-bytes",
+            "65536",
+            "--spool-drain-rate",
+            "20",
+            "--spool-write-budget",
+            "off",
+        ])
+        .unwrap();
+        let c = Config::merge(cli, file).unwrap();
+        assert_eq!(c.spool_dir, PathBuf::from("/overlay/spool"));
+        assert_eq!(
+            (c.spool_max_bytes, c.spool_write_budget, c.spool_drain_rate),
+            (65_536, None, 20)
+        );
+        let refused: [(Cli, &str); 4] = [
+            (
+                Cli {
+                    spool_max_bytes: Some(100),
+                    ..Cli::default()
+                },
+                "invalid --spool-max-bytes 100",
+            ),
+            (
+                Cli {
+                    spool_drain_rate: Some(0),
+                    ..Cli::default()
+                },
+                "invalid --spool-drain-rate 0",
+            ),
+            (
+                Cli {
+                    spool_drain_rate: Some(5000),
+                    ..Cli::default()
+                },
+                "invalid --spool-drain-rate 5000",
+            ),
+            (
+                Cli {
+                    spool_write_budget: Some("lots".into()),
+                    ..Cli::default()
+                },
+                "invalid --spool-write-budget \"lots\"",
+            ),
+        ];
+        for (cli, want) in refused {
+            let e = Config::merge(cli, FileConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(e.contains(want), "{e} lacks {want}");
+        }
     }
 
     #[test]

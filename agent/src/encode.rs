@@ -52,6 +52,22 @@ pub fn offline(time_ms: Option<u64>) -> Vec<u8> {
     })
 }
 
+/// The spooled report `payload` (CBOR telemetry) marked as backfill. A
+/// payload that does not decode (which its checksum makes all but
+/// impossible) is returned as it is, for the controller to judge.
+pub fn mark_backfill(payload: Vec<u8>) -> Vec<u8> {
+    match meshtable_proto::decode::<Telemetry>(&payload) {
+        Ok((mut t, _)) => {
+            t.backfill = true;
+            meshtable_proto::encode_cbor(&t)
+        }
+        Err(e) => {
+            tracing::warn!(error = %e, "spooled report does not decode, sent unmarked");
+            payload
+        }
+    }
+}
+
 /// What `--once` prints: one hello and one telemetry report.
 #[derive(Debug, Serialize)]
 pub struct Once<'a> {
@@ -99,6 +115,24 @@ mod tests {
             };
             assert_eq!((s.status, s.time_ms), (status, time));
         }
+    }
+
+    #[test]
+    fn backfill_marking() {
+        let live = meshtable_proto::encode_cbor(&examples::telemetry_v1());
+        let (r, _) = Report::decode(Kind::Telemetry, &mark_backfill(live.clone())).unwrap();
+        let Report::Telemetry(t) = r else {
+            panic!("not telemetry")
+        };
+        assert_eq!(
+            t,
+            Telemetry {
+                backfill: true,
+                ..examples::telemetry_v1()
+            }
+        );
+        // Not a report: left alone.
+        assert_eq!(mark_backfill(b"junk".to_vec()), b"junk");
     }
 
     #[test]

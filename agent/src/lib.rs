@@ -4,8 +4,8 @@
 //! The pipeline is visible in the modules:
 //!
 //! ```text
-//! config ─> collect (proc, netlink, system) ─> encode ─> queue ─> publish (MQTT)
-//!                           state (seq, --state-dir) ─┘
+//! config ─> collect (proc, netlink, system) ─> encode ─> spool ─> publish (MQTT)
+//!                           state (seq, --state-dir) ─┘   (--spool-dir)
 //! ```
 //!
 //! - [`config`]: flags over a TOML file over defaults, validated before any
@@ -13,8 +13,10 @@
 //! - [`collect`]: `/proc` (uptime, loadavg, stat, meminfo, boot id), rtnetlink
 //!   (interfaces, counters, addresses), `uname`, `statvfs`, release files.
 //! - [`encode`]: topics, client id and payloads (CBOR from `meshtable-proto`).
-//! - [`queue`]: the bounded report queue; a report leaves it only when the
-//!   broker acknowledges it, and what it drops is counted.
+//! - [`spool`]: the bounded on-disk spool of unacknowledged reports
+//!   (segments with a checksum per record); a report leaves it only when the
+//!   broker acknowledges it, it survives agent restarts and torn writes, and
+//!   what it drops is counted.
 //! - [`publish`]: the MQTT driver (rumqttc, QoS 1, persistent session, last
 //!   will, reconnect backoff).
 //! - [`state`]: the telemetry sequence number, persisted per boot in
@@ -28,7 +30,7 @@ pub mod collect;
 pub mod config;
 pub mod encode;
 pub mod publish;
-pub mod queue;
+pub mod spool;
 pub mod state;
 
 use std::future::Future;
@@ -38,6 +40,7 @@ pub use config::{Cli, Config};
 use collect::{CollectError, Collector};
 use config::ConfigError;
 use publish::{PublishConfig, PublishError};
+use spool::{Spool, SpoolConfig, SpoolError};
 use state::{Resume, SeqStore, StateError};
 use tracing::{info, warn};
 
@@ -56,6 +59,9 @@ pub enum AgentError {
     /// The state directory cannot be used.
     #[error(transparent)]
     State(#[from] StateError),
+    /// The spool directory cannot be used.
+    #[error(transparent)]
+    Spool(#[from] SpoolError),
 }
 
 /// The node id: the configured one, else the primary interface's MAC.
@@ -120,22 +126,34 @@ pub fn open_state(config: &Config) -> Result<SeqStore, AgentError> {
     Ok(store)
 }
 
+/// Opens the spool (see [`spool`]): the reports an earlier run left
+/// unacknowledged are read back, to be sent first, as backfill.
+pub fn open_spool(config: &Config) -> Result<Spool, AgentError> {
+    Ok(Spool::open(SpoolConfig {
+        dir: config.spool_dir.clone(),
+        max_bytes: config.spool_max_bytes,
+        max_records: config.queue_capacity,
+        write_budget: config.spool_write_budget,
+    })?)
+}
+
 /// Runs the agent until `shutdown` completes (SIGTERM/SIGINT in the binary).
-/// The state directory is opened first: an unusable one stops the agent
-/// before it connects.
+/// The state directory and the spool are opened first: an unusable one stops
+/// the agent before it connects.
 pub async fn run(
     config: &Config,
     node: &str,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), AgentError> {
     let seqs = open_state(config)?;
+    let spool = open_spool(config)?;
     let publish = PublishConfig {
         broker: config.broker.clone(),
         network: config.network.clone(),
         node: node.to_owned(),
         interval: config.interval,
-        queue_capacity: config.queue_capacity,
+        drain_rate: config.spool_drain_rate,
     };
-    publish::run(publish, collector(config, node), seqs, shutdown).await?;
+    publish::run(publish, collector(config, node), seqs, spool, shutdown).await?;
     Ok(())
 }

@@ -1,18 +1,32 @@
 //! Publish: the MQTT driver. One task owns the rumqttc event loop, the
-//! report queue and the collection timer.
+//! report spool and the collection timer.
 //!
 //! # Session
 //!
 //! Fixed client id `meshtable-<network>-<node>`, clean session off, QoS 1.
 //! The last will is the offline [`meshtable_proto::State`], retained, on the
 //! node's state topic. At every CONNACK the agent publishes its hello and the
-//! online state (both retained), then the queued reports.
+//! online state (both retained), then the spooled reports.
 //!
 //! # Delivery
 //!
-//! A report leaves the [`ReportQueue`] only when the broker's PUBACK for it
-//! arrives, or when the full queue drops it (counted, see [`crate::queue`]).
-//! At most [`WINDOW`] reports are in flight at once; the rest wait.
+//! Every report is appended to the [`Spool`] (on disk, see [`crate::spool`])
+//! and leaves it only when the broker's PUBACK for it arrives, or when the
+//! full spool drops it (counted). At most [`WINDOW`] reports are in flight at
+//! once; the rest wait. Reports are sent in spool order, at most
+//! `--spool-drain-rate` per second (a burst of that many at once), so a
+//! village link that just came back is not flooded by the backlog; at the
+//! usual one report per interval the limit is never reached.
+//!
+//! # Backfill
+//!
+//! A report goes out live (`backfill` absent) only on its first attempt: when
+//! it was collected while connected (or while the first connection of the
+//! run was being made) and is sent on that same connection. Every other
+//! sending, of a report collected during an outage, one resent
+//! after a lost connection, or one read back from the spool after a restart,
+//! is marked `backfill: true` (the payload is decoded and encoded again with
+//! the flag), so the controller never alerts on old data.
 //! To know which PUBACK belongs to which report, the driver notes the order
 //! in which it hands publishes to the client: rumqttc writes them in that
 //! order and reports each with `Outgoing::Publish(pkid)`, which binds the
@@ -26,11 +40,11 @@
 //! is present, and silently discards it when not (so, after a broker restart
 //! without persistence, those reports would be lost).
 //!
-//! The agent's queue already holds every unacknowledged report, so the
+//! The agent's spool already holds every unacknowledged report, so the
 //! driver empties `pending` (and any buffered collision) right after each
 //! connection error, having first applied the PUBACKs rumqttc had buffered,
-//! and marks all queued reports unsent. After the next CONNACK it sends the
-//! hello, the online state and then the queue from its oldest report, each
+//! and marks all spooled reports unsent. After the next CONNACK it sends the
+//! hello, the online state and then the spool from its oldest report, each
 //! exactly once per connection. Thus nothing is lost whatever the broker
 //! kept, nothing is queued twice inside the client, and a stale online state
 //! or hello from the old connection is never replayed after the fresh one.
@@ -44,9 +58,9 @@
 //! # Sequence numbers
 //!
 //! Each report's `seq` comes from the [`SeqStore`], which writes the next
-//! number to the state directory before the report is queued (see
+//! number to the state directory before the report is spooled (see
 //! [`crate::state`]). A report whose number cannot be persisted is not
-//! queued, so no later run of the agent can send the same `(boot_id, seq)`.
+//! spooled, so no later run of the agent can send the same `(boot_id, seq)`.
 
 use std::collections::VecDeque;
 use std::future::Future;
@@ -64,7 +78,7 @@ use crate::backoff::Backoff;
 use crate::collect::{Collector, now_ms};
 use crate::config::Broker;
 use crate::encode::{self, Topics};
-use crate::queue::ReportQueue;
+use crate::spool::Spool;
 use crate::state::SeqStore;
 
 /// Reports in flight (handed to the client, not yet acknowledged) at most.
@@ -96,8 +110,41 @@ pub struct PublishConfig {
     pub node: String,
     /// Telemetry interval.
     pub interval: Duration,
-    /// Queue capacity, in reports.
-    pub queue_capacity: usize,
+    /// Reports per second sent from the spool, at most.
+    pub drain_rate: u32,
+}
+
+/// Paces the spool's drain: at most `rate` reports per second, in bursts of
+/// up to `rate` (a generic cell rate algorithm: `tat` is when the bucket
+/// would be empty again).
+#[derive(Debug, Clone)]
+pub struct Drain {
+    interval: Duration,
+    burst: Duration,
+    tat: Instant,
+}
+
+impl Drain {
+    /// A pacer for `rate` reports per second (at least one).
+    pub fn new(rate: u32, now: Instant) -> Drain {
+        let rate = rate.max(1);
+        let interval = Duration::from_secs(1) / rate;
+        Drain {
+            interval,
+            burst: interval * (rate - 1),
+            tat: now,
+        }
+    }
+
+    /// Takes a slot at `now`, or says when the next one is free.
+    pub fn take(&mut self, now: Instant) -> Result<(), Instant> {
+        let tat = self.tat.max(now);
+        if tat > now + self.burst {
+            return Err(tat.checked_sub(self.burst).unwrap_or(now));
+        }
+        self.tat = tat + self.interval;
+        Ok(())
+    }
 }
 
 /// What a publish handed to the client was.
@@ -106,6 +153,7 @@ enum Tag {
     Hello,
     Online,
     Offline,
+    /// A spooled report, by spool record id.
     Report(u64),
 }
 
@@ -113,9 +161,15 @@ struct Driver {
     client: AsyncClient,
     topics: Topics,
     collector: Collector,
-    queue: ReportQueue,
+    spool: Spool,
     seqs: SeqStore,
+    drain: Drain,
+    /// When the drain has a slot again, if reports wait for one.
+    wake: Option<Instant>,
     connected: bool,
+    /// A connection was lost (or could not be made) and none made since:
+    /// reports collected now wait for the broker, and are backfill.
+    outage: bool,
     /// Handed to the client, not yet written (no `Outgoing::Publish` seen).
     unwritten: VecDeque<Tag>,
     /// Written with this packet id, waiting for the PUBACK.
@@ -153,6 +207,7 @@ pub async fn run(
     cfg: PublishConfig,
     collector: Collector,
     seqs: SeqStore,
+    spool: Spool,
     shutdown: impl Future<Output = ()>,
 ) -> Result<(), PublishError> {
     let topics = Topics::new(&cfg.network, &cfg.node).map_err(PublishError::Topic)?;
@@ -162,9 +217,12 @@ pub async fn run(
         client,
         topics,
         collector,
-        queue: ReportQueue::new(cfg.queue_capacity),
+        spool,
         seqs,
+        drain: Drain::new(cfg.drain_rate, Instant::now()),
+        wake: None,
         connected: false,
+        outage: false,
         unwritten: VecDeque::new(),
         unacked: Vec::new(),
         last_hello: None,
@@ -177,6 +235,8 @@ pub async fn run(
         node = %cfg.node,
         interval = ?cfg.interval,
         seq = driver.seqs.next(),
+        spool_dir = %driver.spool.dir().display(),
+        spooled = driver.spool.len(),
         "agent started"
     );
 
@@ -197,9 +257,15 @@ pub async fn run(
             };
             let mut poll = pin!(poll);
             loop {
+                let wake = driver.wake;
+                let far = Instant::now() + Duration::from_secs(3600);
                 tokio::select! {
                     r = &mut poll => break Some(r),
                     _ = ticker.tick() => driver.collect(),
+                    () = tokio::time::sleep_until(wake.unwrap_or(far)), if wake.is_some() => {
+                        driver.wake = None;
+                        driver.submit();
+                    }
                     () = &mut shutdown => break None,
                 }
             }
@@ -212,11 +278,12 @@ pub async fn run(
         }
     }
     driver.shutdown(&mut eventloop).await;
+    driver.spool.close();
     Ok(())
 }
 
 impl Driver {
-    /// Collects one report and queues it, once its sequence number is
+    /// Collects one report and spools it, once its sequence number is
     /// persisted (write-ahead: a crash after this point cannot reuse it).
     fn collect(&mut self) {
         let mut telemetry = match self.collector.telemetry(self.seqs.next(), 0) {
@@ -238,16 +305,23 @@ impl Driver {
             }
         };
         debug_assert_eq!(seq, telemetry.seq);
-        let evicted = self.queue.push_with(seq, |dropped| {
+        let appended = self.spool.append_with(!self.outage, |dropped| {
             telemetry.dropped = dropped;
             meshtable_proto::encode_cbor(&telemetry)
         });
-        debug!(seq, queued = self.queue.len(), "report queued");
-        if let Some(old) = evicted {
+        debug!(
+            seq,
+            id = appended.id,
+            persisted = appended.persisted,
+            spooled = self.spool.len(),
+            spool_bytes = self.spool.bytes(),
+            "report spooled"
+        );
+        for id in appended.evicted {
             warn!(
-                seq = old,
-                dropped = self.queue.dropped(),
-                "report queue full, dropped the oldest report"
+                id,
+                dropped = self.spool.stats().dropped,
+                "spool full, dropped the oldest report"
             );
         }
         self.submit();
@@ -269,32 +343,43 @@ impl Driver {
         }
     }
 
-    /// Hands queued reports to the client, up to the window.
+    /// Hands spooled reports to the client, up to the window and the drain
+    /// rate; when the rate holds them back, sets when to try again.
     fn submit(&mut self) {
         if !self.connected {
             return;
         }
-        while self.queue.in_flight() < WINDOW {
-            let Some((seq, payload)) = self.queue.next_unsent().map(|q| (q.seq, q.payload.clone()))
-            else {
-                break;
-            };
-            let topic = self.topics.telemetry.clone();
-            if !self.publish(Tag::Report(seq), &topic, false, payload) {
+        while self.spool.in_flight() < WINDOW && self.spool.has_unsent() && self.wake.is_none() {
+            if let Err(at) = self.drain.take(Instant::now()) {
+                self.wake = Some(at);
                 break;
             }
-            self.queue.mark_sent(seq);
+            let Some(out) = self.spool.take_next() else {
+                break;
+            };
+            let payload = if out.backfill {
+                encode::mark_backfill(out.payload)
+            } else {
+                out.payload
+            };
+            let topic = self.topics.telemetry.clone();
+            if !self.publish(Tag::Report(out.id), &topic, false, payload) {
+                // The client's channel is full: try again at the next PUBACK.
+                self.spool.unsend(out.id);
+                break;
+            }
         }
     }
 
     fn on_connack(&mut self, session_present: bool, eventloop: &mut EventLoop) {
         self.connected = true;
+        self.outage = false;
         self.backoff.reset();
         // Nothing of the old connection is replayed by rumqttc (see module docs).
         eventloop.pending.clear();
         info!(
             session_present,
-            queued = self.queue.len(),
+            spooled = self.spool.len(),
             "connected to the broker"
         );
         match self.collector.hello() {
@@ -317,9 +402,9 @@ impl Driver {
         };
         let (_, tag) = self.unacked.swap_remove(i);
         match tag {
-            Tag::Report(seq) => {
-                if self.queue.ack(seq) {
-                    debug!(seq, queued = self.queue.len(), "report acknowledged");
+            Tag::Report(id) => {
+                if self.spool.ack(id) {
+                    debug!(id, spooled = self.spool.len(), "report acknowledged");
                 }
                 self.submit();
             }
@@ -346,6 +431,7 @@ impl Driver {
     fn on_error(&mut self, error: ConnectionError, eventloop: &mut EventLoop) -> Duration {
         let was_connected = self.connected;
         self.connected = false;
+        self.outage = true;
         // PUBACKs rumqttc read before the failure still count.
         let buffered: Vec<Event> = eventloop.state.events.drain(..).collect();
         for event in buffered {
@@ -355,12 +441,13 @@ impl Driver {
         eventloop.state.collision = None;
         self.unwritten.clear();
         self.unacked.clear();
-        self.queue.unsend_all();
+        self.spool.unsend_all();
+        self.wake = None;
         let retry = self.backoff.next_delay();
         if was_connected {
-            warn!(error = %error, queued = self.queue.len(), retry_in = ?retry, "lost the broker connection");
+            warn!(error = %error, spooled = self.spool.len(), retry_in = ?retry, "lost the broker connection");
         } else {
-            warn!(error = %error, queued = self.queue.len(), retry_in = ?retry, "cannot connect to the broker");
+            warn!(error = %error, spooled = self.spool.len(), retry_in = ?retry, "cannot connect to the broker");
         }
         retry
     }
@@ -369,7 +456,7 @@ impl Driver {
     async fn shutdown(&mut self, eventloop: &mut EventLoop) {
         if !self.connected {
             info!(
-                queued = self.queue.len(),
+                spooled = self.spool.len(),
                 "shutting down while disconnected"
             );
             return;
@@ -403,8 +490,40 @@ impl Driver {
             }
         }
         info!(
-            queued = self.queue.len(),
+            spooled = self.spool.len(),
             "published offline state and disconnected"
         );
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// (milliseconds since start, slot taken, or when the next one is free)
+    #[test]
+    fn drain_paces_after_a_burst() {
+        let t0 = Instant::now();
+        let at = |ms: u64| t0 + Duration::from_millis(ms);
+        let mut d = Drain::new(5, t0);
+        let steps: [(u64, Result<(), u64>); 9] = [
+            (0, Ok(())),
+            (0, Ok(())),
+            (0, Ok(())),
+            (0, Ok(())),
+            (0, Ok(())),
+            (0, Err(200)),
+            (199, Err(200)),
+            (200, Ok(())),
+            (200, Err(400)),
+        ];
+        for (i, (now, want)) in steps.into_iter().enumerate() {
+            assert_eq!(d.take(at(now)), want.map_err(at), "step {i}");
+        }
+        // After a quiet second the burst is back.
+        for _ in 0..5 {
+            assert_eq!(d.take(at(1400)), Ok(()));
+        }
+        assert!(d.take(at(1400)).is_err());
     }
 }

@@ -196,16 +196,13 @@ pub struct SeqStore {
 /// Creates `dir` (mode 0700, parents too) if needed and checks that it is
 /// safe to write in: a real directory (not a symbolic link), owned by this
 /// user, not writable by group or others. Otherwise another user could plant
-/// links in it that the agent, often root, would write through.
-fn prepare_dir(dir: &Path) -> Result<(), StateError> {
-    let refuse = |reason: String| StateError::Dir {
-        path: dir.to_owned(),
-        reason,
-    };
+/// links in it that the agent, often root, would write through. Returns what
+/// is wrong (shared with the spool directory, see [`crate::spool`]).
+pub(crate) fn prepare_dir(dir: &Path) -> Result<(), String> {
     if dir.as_os_str().is_empty() {
-        return Err(refuse("the path is empty".to_owned()));
+        return Err("the path is empty".to_owned());
     }
-    let not_dir = || refuse("not a directory (a symbolic link is not accepted)".to_owned());
+    let not_dir = || "not a directory (a symbolic link is not accepted)".to_owned();
     if let Err(e) = fs::DirBuilder::new()
         .recursive(true)
         .mode(0o700)
@@ -213,51 +210,57 @@ fn prepare_dir(dir: &Path) -> Result<(), StateError> {
     {
         return Err(match fs::symlink_metadata(dir) {
             Ok(meta) if !meta.file_type().is_dir() => not_dir(),
-            _ => refuse(format!("cannot create the directory: {e}")),
+            _ => format!("cannot create the directory: {e}"),
         });
     }
-    let meta = fs::symlink_metadata(dir).map_err(|e| refuse(e.to_string()))?;
+    let meta = fs::symlink_metadata(dir).map_err(|e| e.to_string())?;
     if !meta.file_type().is_dir() {
         return Err(not_dir());
     }
     let euid = nix::unistd::geteuid().as_raw();
     if meta.uid() != euid {
-        return Err(refuse(format!(
+        return Err(format!(
             "owned by uid {}, not by this user (uid {euid})",
             meta.uid()
-        )));
+        ));
     }
     if meta.mode() & 0o022 != 0 {
-        return Err(refuse(format!(
+        return Err(format!(
             "writable by group or others (mode {:o}); use chmod 700",
             meta.mode() & 0o7777
-        )));
+        ));
     }
     Ok(())
 }
 
-/// Takes the directory's lock, without waiting.
-fn lock(dir: &Path) -> Result<File, StateError> {
+/// Takes the `lock` file of `dir`, without waiting. `Err(None)`: another
+/// process holds it; `Err(Some(reason))`: it cannot be taken.
+pub(crate) fn lock_dir(dir: &Path) -> Result<File, Option<String>> {
     let path = dir.join(LOCK_FILE);
     let file = OpenOptions::new()
         .create(true)
         .truncate(false)
         .write(true)
         .open(&path)
-        .map_err(|e| StateError::Dir {
-            path: dir.to_owned(),
-            reason: format!("cannot open {}: {e}", path.display()),
-        })?;
+        .map_err(|e| Some(format!("cannot open {}: {e}", path.display())))?;
     match file.try_lock() {
         Ok(()) => Ok(file),
-        Err(TryLockError::WouldBlock) => Err(StateError::InUse {
-            path: dir.to_owned(),
-        }),
-        Err(TryLockError::Error(e)) => Err(StateError::Dir {
-            path: dir.to_owned(),
-            reason: format!("cannot lock {}: {e}", path.display()),
-        }),
+        Err(TryLockError::WouldBlock) => Err(None),
+        Err(TryLockError::Error(e)) => Err(Some(format!("cannot lock {}: {e}", path.display()))),
     }
+}
+
+/// Takes the state directory's lock, without waiting.
+fn lock(dir: &Path) -> Result<File, StateError> {
+    lock_dir(dir).map_err(|e| match e {
+        None => StateError::InUse {
+            path: dir.to_owned(),
+        },
+        Some(reason) => StateError::Dir {
+            path: dir.to_owned(),
+            reason,
+        },
+    })
 }
 
 /// Reads the sequence file: `Ok(None)` when missing, `Err(reason)` when it
@@ -287,7 +290,10 @@ impl SeqStore {
         boot_id: &str,
         uptime_ms: u64,
     ) -> Result<(SeqStore, Resume), StateError> {
-        prepare_dir(dir)?;
+        prepare_dir(dir).map_err(|reason| StateError::Dir {
+            path: dir.to_owned(),
+            reason,
+        })?;
         let lock = lock(dir)?;
         let text = read_seq_file(&dir.join(SEQ_FILE));
         let file = text.as_ref().map(Option::as_deref).map_err(String::as_str);

@@ -516,6 +516,13 @@ async fn reports_queued_during_an_outage_all_arrive_in_order() {
     assert!(seqs.len() - unique_seqs.len() <= 1, "duplicates: {seqs:?}");
     assert!(reports.iter().all(|t| t.dropped == 0));
     assert!(log.contains("lost the broker connection"), "log:\n{log}");
+    // The first reports went out live; those collected during the outage
+    // were replayed from the spool, marked as backfill.
+    assert!(!reports[0].backfill, "{:?}", reports[0]);
+    assert!(
+        reports.iter().any(|t| t.backfill),
+        "no backfill; log:\n{log}"
+    );
 }
 
 #[tokio::test(flavor = "current_thread")]
@@ -543,7 +550,7 @@ async fn a_full_queue_drops_the_oldest_and_counts() {
     assert!(missing.windows(2).all(|w| w[1] == w[0] + 1), "{missing:?}");
     // The count never goes down, and reports after the drops carry it.
     assert!(reports.windows(2).all(|w| w[0].dropped <= w[1].dropped));
-    assert!(log.contains("report queue full, dropped the oldest report"));
+    assert!(log.contains("spool full, dropped the oldest report"));
 }
 
 /// A restarted agent (kill -9, no reboot) continues the sequence of the
@@ -600,6 +607,12 @@ async fn a_restarted_agent_continues_the_sequence_of_the_boot() {
     while second_seqs.len() < 3 {
         let t = sub.expect(Duration::from_secs(10), &mut pick).await;
         assert_eq!(t.boot_id, boot_id(), "same boot");
+        // A first-run report whose PUBACK the kill cut off is replayed from
+        // the spool as backfill (at-least-once; the controller dedupes):
+        // it is not one of the second run's own reports.
+        if t.backfill {
+            continue;
+        }
         second_seqs.push(t.seq);
     }
     let log = format!(
@@ -636,6 +649,159 @@ async fn a_restarted_agent_continues_the_sequence_of_the_boot() {
     let (stored_boot, next) = file.trim_end().split_once(' ').unwrap();
     assert_eq!(stored_boot, boot_id());
     assert!(next.parse::<u64>().unwrap() > *second_seqs.last().unwrap());
+
+    drop(second);
+    drop(first);
+    drop(sub.client);
+    clean_up(&broker, &network, node).await;
+}
+
+/// The spool survives `kill -9`: an agent killed during an outage and
+/// restarted on the same state directory delivers every report the spool
+/// held, in order, each once (a report whose PUBACK the cut swallowed
+/// aside), marked as backfill; what did not fit in `--spool-max-bytes` is
+/// missing and counted in `dropped`.
+#[tokio::test(flavor = "current_thread")]
+async fn a_killed_agent_delivers_its_spool_after_restart() {
+    let broker = broker_or_skip!();
+    let (network, node) = (unique("t"), "node6");
+    let tmp = tempfile::tempdir().unwrap();
+    let state_dir = tmp.path().join("agent-state");
+    let mut sub = Subscriber::new(&broker, &Topic::filter(Some(&network))).await;
+    let mut relay = Relay::start(&broker).await;
+    let relay_url = format!("mqtt://127.0.0.1:{}", relay.port);
+    // A small spool (4 reports, 4 KiB at most): an 8 s outage overflows it.
+    let flags = [
+        "--spool-max-bytes",
+        "4096",
+        "--queue-capacity",
+        "4",
+        "--spool-drain-rate",
+        "20",
+    ];
+    let mut pick = |m: Msg| match m.report {
+        Report::Telemetry(t) => Some(t),
+        _ => None,
+    };
+
+    let mut first = Agent::start_with_state(&relay_url, &network, node, Some(&state_dir), &flags);
+    let mut reports = Vec::new();
+    while reports.len() < 2 {
+        reports.push(sub.expect(Duration::from_secs(10), &mut pick).await);
+    }
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    relay.cut();
+    sub.expect(Duration::from_secs(10), |m| {
+        state(m).filter(|(s, _)| s.status == Status::Offline)
+    })
+    .await;
+    // Keep polling the subscriber (its keep-alive) while the outage lasts.
+    let cut_at = Instant::now();
+    while let Some(left) = Duration::from_secs(8).checked_sub(cut_at.elapsed()) {
+        if let Some(Msg {
+            report: Report::Telemetry(t),
+            ..
+        }) = sub.next(left).await
+        {
+            reports.push(t);
+        }
+    }
+    first.child.kill().unwrap();
+    first.child.wait().unwrap();
+    let spool_dir = state_dir.join("spool");
+    let spooled: Vec<_> = std::fs::read_dir(&spool_dir)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| n.ends_with(".seg"))
+        .collect();
+    assert!(
+        !spooled.is_empty(),
+        "no spool segments in {}",
+        spool_dir.display()
+    );
+    // The first sequence number of the second run.
+    let file = std::fs::read_to_string(state_dir.join("seq")).unwrap();
+    let second_start: u64 = file.split_whitespace().nth(1).unwrap().parse().unwrap();
+
+    // The link comes back as the agent restarts. (Were it down longer, the
+    // second run would drop the first run's reports to make room, and with
+    // them the first run's drop count, which `dropped` carries per run.)
+    relay.restore().await;
+    let second = Agent::start_with_state(&relay_url, &network, node, Some(&state_dir), &flags);
+    sub.expect(Duration::from_secs(30), |m| {
+        state(m).filter(|(s, _)| s.status == Status::Online)
+    })
+    .await;
+    // Until three live reports of the second run arrived.
+    let mut live = 0;
+    while live < 3 {
+        let t = sub.expect(Duration::from_secs(30), &mut pick).await;
+        if !t.backfill && t.seq >= second_start {
+            live += 1;
+        }
+        reports.push(t);
+    }
+    let log = format!(
+        "subscriber saw: {}\nfirst run:\n{}\nsecond run:\n{}",
+        sub.trace.join(" "),
+        first.log(),
+        second.log()
+    );
+    let mut seqs: Vec<u64> = reports.iter().map(|t| t.seq).collect();
+    println!("received seqs: {seqs:?}, second run from {second_start}");
+    let all = seqs.len();
+    seqs.dedup();
+    assert!(all - seqs.len() <= 1, "duplicates beyond one: {log}");
+    assert!(
+        seqs.windows(2).all(|w| w[0] < w[1]),
+        "out of order {seqs:?}; {log}"
+    );
+    let last_live = reports[1].seq;
+    let last = *seqs.last().unwrap();
+    let missing: Vec<u64> = (0..=last).filter(|s| !seqs.contains(s)).collect();
+    // Every drop is counted: by the run that dropped, in the reports it wrote after.
+    let dropped = |run: &dyn Fn(u64) -> bool| {
+        reports
+            .iter()
+            .filter(|t| run(t.seq))
+            .map(|t| t.dropped)
+            .max()
+            .unwrap_or(0)
+    };
+    let first_dropped = dropped(&|s| s < second_start);
+    let second_dropped = dropped(&|s| s >= second_start);
+    assert!(
+        first_dropped > 0,
+        "an 8 s outage overflows the spool; {log}"
+    );
+    assert_eq!(
+        missing.len() as u64,
+        first_dropped + second_dropped,
+        "exactly the dropped reports are missing: {missing:?}; {log}"
+    );
+    // The spool held the newest reports of the first run: they all arrived.
+    let first_arrived: Vec<u64> = seqs
+        .iter()
+        .copied()
+        .filter(|s| *s > last_live && *s < second_start)
+        .collect();
+    assert!(
+        !first_arrived.is_empty(),
+        "nothing of the spool arrived; {log}"
+    );
+    assert_eq!(
+        *first_arrived.last().unwrap(),
+        second_start - 1,
+        "the first run's last report arrived; {log}"
+    );
+    // Whatever waited in the spool is backfill; the second run's last reports are live.
+    for t in &reports {
+        if t.seq > last_live && t.seq < second_start {
+            assert!(t.backfill, "seq {} not marked backfill; {log}", t.seq);
+        }
+    }
+    assert!(!reports.last().unwrap().backfill);
+    assert!(second.log().contains("will be sent as backfill"), "{log}");
 
     drop(second);
     drop(first);

@@ -161,6 +161,7 @@ impl Collector {
             rootfs_free: fs.free,
             interfaces: links.into_iter().map(|l| l.counters).collect(),
             dropped,
+            backfill: false,
         })
     }
 }

@@ -113,5 +113,17 @@ pub fn telemetry_v1() -> Telemetry {
             })
             .collect(),
         dropped: 0,
+        backfill: false,
+    }
+}
+
+/// The v1 telemetry report of [`telemetry_v1`] as an agent replays it from
+/// its spool: marked `backfill` (key 14), with a drop count.
+pub fn telemetry_backfill_v1() -> Telemetry {
+    Telemetry {
+        seq: 17_281,
+        dropped: 3,
+        backfill: true,
+        ..telemetry_v1()
     }
 }

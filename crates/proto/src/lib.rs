@@ -38,7 +38,10 @@
 //! 5 `uptime_ms`, 6 `load` (three floats), 7 `cpu` (`CpuTimes`), 8 `mem_total`,
 //! 9 `mem_available`, 10 `rootfs_size`, 11 `rootfs_free`, 12 `interfaces`
 //! (list of `InterfaceCounters`), 13 `dropped` (reports the
-//! agent's queue dropped since it started).
+//! agent's queue dropped since it started), 14 `backfill` (optional, absent
+//! means `false` and `false` is never written: `true` marks a report the
+//! agent replayed from its spool after an outage or a restart, old data the
+//! controller must not alert on; added within v1, see Compatibility).
 //!
 //! `CpuTimes`: 0 `user`, 1 `nice`, 2 `system`, 3 `idle`, 4 `iowait`, 5 `irq`,
 //! 6 `softirq`, 7 `steal` (clock ticks).
@@ -58,7 +61,24 @@
 //! # Compatibility
 //!
 //! Golden vectors of every version live in `tests/golden/v{N}/` and are decoded
-//! by every later build, so agents of an older version keep working.
+//! by every later build, so agents of an older version keep working; this
+//! build must write the newest directory's vectors byte for byte. Committed
+//! vectors are never rewritten.
+//!
+//! When a change stays within a version, and when it needs a new one:
+//!
+//! - Readers skip keys they do not know (CBOR and JSON alike). So a new
+//!   optional field under a new key, whose absence means what older writers
+//!   meant, stays in the same version: older readers ignore it, newer readers
+//!   decode older messages with the default. Write it only when it differs
+//!   from the default, so that messages that do not use it keep their bytes.
+//!   Its vectors are added to the version's directory beside the old ones.
+//!   (`Telemetry::backfill`, key 14, was added to v1 this way.)
+//! - A key's number, type or meaning never changes within a version, a
+//!   required field is never added, and a key is never reused. Any change of
+//!   that kind, or one an older reader would misread by skipping the new key,
+//!   is a new version: [`VERSION`] and [`SUPPORTED_VERSIONS`] grow, and a new
+//!   `tests/golden/v{N}/` directory holds its vectors.
 
 mod codec;
 pub mod examples;

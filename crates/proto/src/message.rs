@@ -223,6 +223,20 @@ pub struct Telemetry {
     #[n(13)]
     #[serde(default)]
     pub dropped: u64,
+    /// Whether this report is backfill: it was not sent when it was
+    /// collected but waited in the agent's spool across a broker outage or an
+    /// agent restart, so it describes the past, and the controller must not
+    /// alert on it. Absent means `false`, and `false` is never written, so
+    /// live reports keep their size and older readers see nothing new.
+    #[n(14)]
+    #[cbor(skip_if = "is_false")]
+    #[serde(default, skip_serializing_if = "is_false")]
+    pub backfill: bool,
+}
+
+/// Serialization predicate: `false` fields are left out of the message.
+fn is_false(b: &bool) -> bool {
+    !*b
 }
 
 /// Cumulative CPU time since boot, in clock ticks (`USER_HZ`, 100 per second

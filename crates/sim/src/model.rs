@@ -274,6 +274,7 @@ impl NodeModel {
             rootfs_free: rootfs_free.min(p.rootfs_size),
             interfaces,
             dropped,
+            backfill: false,
         };
         self.seq += 1;
         t
