@@ -70,7 +70,7 @@ grep -q "connected to the broker" "$tmp/agent.log" || { echo "agent did not conn
 rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
 median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime
-cycles() { grep -c "report queued" "$tmp/agent.log" || true; }
+cycles() { grep -c "report acknowledged" "$tmp/agent.log" || true; }
 
 sched() { [ -r "/proc/$1/schedstat" ] && awk '{print $1}' "/proc/$1/schedstat" || true; }   # ns on CPU
 ticks0=$(cpu_ticks "$agent"); sched0=$(sched "$agent"); cycles0=$(cycles)
