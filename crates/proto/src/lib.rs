@@ -80,11 +80,13 @@
 //!   is a new version: [`VERSION`] and [`SUPPORTED_VERSIONS`] grow, and a new
 //!   `tests/golden/v{N}/` directory holds its vectors.
 
+mod broker;
 mod codec;
 pub mod examples;
 mod message;
 mod topic;
 
+pub use broker::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT};
 pub use codec::{
     DecodeError, Encoding, Message, Report, decode, encode, encode_cbor, encode_json, sniff,
 };

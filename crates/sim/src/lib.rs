@@ -193,51 +193,21 @@ pub enum SimError {
     Task(String),
 }
 
-/// Splits `mqtt://host[:port]` (also `tcp://`, or a bare `host[:port]`) into
-/// host and port; the port defaults to 1883. IPv6 hosts go in brackets.
+/// Splits `mqtt://host[:port]` into host and port (see
+/// [`meshtable_proto::BrokerUrl::parse`]); the simulator does not log in, so
+/// credentials are refused.
 pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), SimError> {
-    let bad = |reason| SimError::MqttUrl {
-        url: url.to_owned(),
-        reason,
-    };
-    let rest = match url.split_once("://") {
-        Some(("mqtt" | "tcp", rest)) => rest,
-        Some(_) => return Err(bad("only mqtt:// (plain TCP) is supported")),
-        None => url,
-    };
-    let rest = rest.strip_suffix('/').unwrap_or(rest);
-    if rest.contains(['/', '?', '#', '@']) {
-        return Err(bad("expected mqtt://host:port with nothing after it"));
+    let b = meshtable_proto::BrokerUrl::parse(url).map_err(|e| SimError::MqttUrl {
+        url: e.url,
+        reason: e.reason,
+    })?;
+    if b.credentials.is_some() {
+        return Err(SimError::MqttUrl {
+            url: url.to_owned(),
+            reason: "the simulator does not log in: leave out user and password",
+        });
     }
-    let (host, port) = if let Some(v6) = rest.strip_prefix('[') {
-        let (host, after) = v6.split_once(']').ok_or_else(|| bad("unclosed '['"))?;
-        match after {
-            "" => (host, None),
-            p => (
-                host,
-                Some(
-                    p.strip_prefix(':')
-                        .ok_or_else(|| bad("expected ':' after ']'"))?,
-                ),
-            ),
-        }
-    } else {
-        match rest.rsplit_once(':') {
-            Some((h, p)) => (h, Some(p)),
-            None => (rest, None),
-        }
-    };
-    if host.is_empty() {
-        return Err(bad("missing host"));
-    }
-    let port = match port {
-        None => 1883,
-        Some(p) => match p.parse::<u16>() {
-            Ok(p) if p > 0 => p,
-            _ => return Err(bad("port must be 1-65535")),
-        },
-    };
-    Ok((host.to_owned(), port))
+    Ok((b.host, b.port))
 }
 
 fn check(cfg: &SimConfig) -> Result<(), SimError> {
@@ -378,36 +348,13 @@ mod tests {
 
     #[test]
     fn mqtt_urls() {
-        let ok = [
-            ("mqtt://127.0.0.1:1883", ("127.0.0.1", 1883)),
-            ("mqtt://broker.example:18830/", ("broker.example", 18830)),
-            ("tcp://localhost", ("localhost", 1883)),
-            ("localhost:1884", ("localhost", 1884)),
-            ("mqtt://[::1]:1883", ("::1", 1883)),
-            ("mqtt://[::1]", ("::1", 1883)),
-        ];
-        for (url, (host, port)) in ok {
-            assert_eq!(
-                parse_mqtt_url(url).unwrap(),
-                (host.to_owned(), port),
-                "{url}"
-            );
-        }
-        let bad = [
-            "mqtts://h:8883",
-            "ws://h",
-            "mqtt://:1883",
-            "mqtt://h:0",
-            "mqtt://h:99999",
-            "mqtt://h:x",
-            "mqtt://user@h:1883",
-            "mqtt://h:1883/path",
-            "mqtt://[::1",
-            "mqtt://[::1]x",
-        ];
-        for url in bad {
-            assert!(parse_mqtt_url(url).is_err(), "{url}");
-        }
+        // The grammar itself is tested in meshtable-proto.
+        assert_eq!(
+            parse_mqtt_url("mqtt://[::1]:1883").unwrap(),
+            ("::1".to_owned(), 1883)
+        );
+        assert!(parse_mqtt_url("mqtt://user@h:1883").is_err());
+        assert!(parse_mqtt_url("localhost:1884").is_err());
     }
 
     fn cfg() -> SimConfig {
