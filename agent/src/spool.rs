@@ -12,9 +12,14 @@
 //!   all little-endian) and the payload (an encoded telemetry report). Record
 //!   ids grow by one per record, across segments. Records are appended to the
 //!   newest segment until it reaches [`segment_bytes`], then a new one starts.
-//! - `acked`: one line, the *head*: every record with a smaller id is done
-//!   (acknowledged by the broker, or dropped). Replaced atomically (written
-//!   to `acked.tmp`, renamed).
+//! - `acked`: one line, the *head* and the *drop count*, separated by a
+//!   space (`1234 7`): every record with an id below the head is done
+//!   (acknowledged by the broker, or dropped), and the count is how many
+//!   records this spool has dropped to make room since it was created (what
+//!   telemetry reports as `dropped`). A file written before the count
+//!   existed holds the head alone and reads as a count of 0. Replaced
+//!   atomically (written to `acked.tmp`, renamed), so head and count always
+//!   change together.
 //! - `lock`: `flock`ed while the agent runs (one agent per spool).
 //!
 //! # Guarantees
@@ -40,6 +45,23 @@
 //!   with a budget, acknowledged since the head was last written) may come
 //!   back, and is sent again: QoS 1 is at-least-once anyway, and the
 //!   controller stores each `(node, boot_id, seq)` once.
+//!
+//! The drop count is written with the head, whenever the head file is
+//! written (see [`HEAD_FILE`]), also when only the count changed (a record
+//! dropped behind one in flight). So it survives restarts and lives as long
+//! as the spool directory: it counts the drops since the spool was created,
+//! and is never lost with the reports that carried it. Without a write budget
+//! every drop writes the head file, so after a `kill -9` or power cut the
+//! count is exact. With a budget the head file is written only by a clean
+//! [`Spool::close`] (and only if the budget allows it then; deleting a spent
+//! segment advances the in-memory [`Spool::persisted_head`] but writes no
+//! file): after a crash the count restarts from the value the last clean
+//! close wrote (0 if there was none), so every drop since that close goes
+//! uncounted and reports sent after the crash may carry a smaller count than
+//! reports sent before it; the records those drops removed come back if they
+//! are at or above the persisted head, and are delivered. Without a budget a
+//! record dropped behind one in flight leaves the head where it was, so after
+//! a crash it comes back and is delivered although it stays counted.
 //!
 //! # Damage
 //!
@@ -247,9 +269,32 @@ pub fn parse_segment(bytes: &[u8]) -> Parsed {
     }
 }
 
-/// Parses the head file's text: a record id and an optional line end.
-pub fn parse_head(text: &str) -> Option<u64> {
-    text.strip_suffix('\n').unwrap_or(text).parse().ok()
+/// What the head file holds.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Head {
+    /// Every record with a smaller id is done.
+    pub next: u64,
+    /// Records the spool dropped to make room since it was created.
+    pub dropped: u64,
+}
+
+/// Parses the head file's text: a record id, optionally a space and the drop
+/// count (absent in files written before the count existed: 0), and an
+/// optional line end.
+pub fn parse_head(text: &str) -> Option<Head> {
+    let line = text.strip_suffix('\n').unwrap_or(text);
+    let (next, dropped) = match line.split_once(' ') {
+        Some((next, dropped)) => (next, dropped.parse().ok()?),
+        None => (line, 0),
+    };
+    Some(Head {
+        next: next.parse().ok()?,
+        dropped,
+    })
+}
+
+fn format_head(head: Head) -> String {
+    format!("{} {}\n", head.next, head.dropped)
 }
 
 fn segment_name(first: u64) -> String {
@@ -292,10 +337,13 @@ struct Segment {
     last: Option<u64>,
 }
 
-/// Counters of one spool since it was opened.
+/// Counters of one spool: since it was created ([`SpoolStats::dropped`]),
+/// else since it was opened.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct SpoolStats {
-    /// Records dropped to make room (what telemetry reports as `dropped`).
+    /// Records dropped to make room since the spool was created, read back
+    /// from the head file when opening (what telemetry reports as `dropped`;
+    /// see the module docs for what a crash may leave uncounted).
     pub dropped: u64,
     /// Damaged segment tails skipped when opening, and records whose bytes
     /// could not be read back.
@@ -349,6 +397,8 @@ pub struct Spool {
     next_id: u64,
     bytes: u64,
     persisted_head: u64,
+    /// The drop count the head file holds.
+    persisted_dropped: u64,
     budget: Option<Budget>,
     stats: SpoolStats,
     _lock: File,
@@ -370,15 +420,15 @@ impl Spool {
             },
             Some(reason) => dir_err(reason),
         })?;
-        let head = match fs::read_to_string(cfg.dir.join(HEAD_FILE)) {
+        let Head { next: head, dropped } = match fs::read_to_string(cfg.dir.join(HEAD_FILE)) {
             Ok(text) => parse_head(&text).unwrap_or_else(|| {
-                warn!(dir = %cfg.dir.display(), "unreadable spool head file, replaying every record");
-                0
+                warn!(dir = %cfg.dir.display(), "unreadable spool head file, replaying every record and counting drops from 0");
+                Head::default()
             }),
-            Err(e) if e.kind() == io::ErrorKind::NotFound => 0,
+            Err(e) if e.kind() == io::ErrorKind::NotFound => Head::default(),
             Err(e) => {
-                warn!(dir = %cfg.dir.display(), error = %e, "cannot read the spool head file, replaying every record");
-                0
+                warn!(dir = %cfg.dir.display(), error = %e, "cannot read the spool head file, replaying every record and counting drops from 0");
+                Head::default()
             }
         };
         let mut firsts: Vec<u64> = fs::read_dir(&cfg.dir)
@@ -401,7 +451,11 @@ impl Spool {
             next_id: head,
             bytes: 0,
             persisted_head: head,
-            stats: SpoolStats::default(),
+            persisted_dropped: dropped,
+            stats: SpoolStats {
+                dropped,
+                ..SpoolStats::default()
+            },
             _lock: lock,
         };
         for first in firsts {
@@ -712,19 +766,27 @@ impl Spool {
         self.delete_done_segments();
     }
 
-    /// Writes the head file if the head moved since it was last written.
+    /// Writes the head file (head and drop count) if either changed since
+    /// it was last written.
     fn persist_head(&mut self) {
         let head = self.head();
-        if head == self.persisted_head {
+        let dropped = self.stats.dropped;
+        if head == self.persisted_head && dropped == self.persisted_dropped {
             return;
         }
-        let text = format!("{head}\n");
+        let text = format_head(Head {
+            next: head,
+            dropped,
+        });
         if !self.charge(text.len() as u64) {
             return;
         }
         let tmp = self.cfg.dir.join(HEAD_TMP_FILE);
         match fs::write(&tmp, text).and_then(|()| fs::rename(&tmp, self.cfg.dir.join(HEAD_FILE))) {
-            Ok(()) => self.persisted_head = head,
+            Ok(()) => {
+                self.persisted_head = head;
+                self.persisted_dropped = dropped;
+            }
             Err(e) => {
                 warn!(dir = %self.cfg.dir.display(), error = %e, "cannot persist the spool head")
             }
@@ -770,7 +832,8 @@ impl Spool {
         }
     }
 
-    /// Clean shutdown: persists the head (within the budget).
+    /// Clean shutdown: persists the head and the drop count (within the
+    /// budget).
     pub fn close(mut self) {
         self.persist_head();
     }
@@ -948,15 +1011,41 @@ mod tests {
         ] {
             assert_eq!(parse_segment_name(name), want, "{name}");
         }
+        let head = |next, dropped| Some(Head { next, dropped });
         for (text, want) in [
-            ("12\n", Some(12)),
-            ("12", Some(12)),
+            ("12 3\n", head(12, 3)),
+            ("12 3", head(12, 3)),
+            ("12 0\n", head(12, 0)),
+            // The format before the drop count: a count of 0.
+            ("12\n", head(12, 0)),
+            ("12", head(12, 0)),
             ("", None),
             ("-1\n", None),
-            ("1 2", None),
+            ("1 -2\n", None),
+            ("1 2 3\n", None),
+            ("1  2\n", None),
+            ("1 \n", None),
+            (" 2\n", None),
+            ("1\n2\n", None),
         ] {
             assert_eq!(parse_head(text), want, "{text:?}");
         }
+        for h in [
+            Head::default(),
+            Head {
+                next: 40,
+                dropped: 7,
+            },
+        ] {
+            assert_eq!(parse_head(&format_head(h)), Some(h));
+        }
+        assert_eq!(
+            format_head(Head {
+                next: 40,
+                dropped: 7
+            }),
+            "40 7\n"
+        );
         assert_eq!(segment_bytes(1024 * 1024), 128 * 1024);
         assert_eq!(segment_bytes(4096), 4096);
         assert_eq!(segment_bytes(1 << 30), 256 * 1024);
@@ -1027,6 +1116,97 @@ mod tests {
         assert_eq!(s.take_next().unwrap().id, 2);
         append(&mut s, false, &[0; 100]);
         assert_eq!(s.ids(), [2, 4, 5]);
+    }
+
+    /// Fills a spool of room for three 100-byte records with five: two drops.
+    fn overflow(s: &mut Spool) {
+        for _ in 0..5 {
+            append(s, false, &[0; 100]);
+        }
+    }
+
+    fn head_file(dir: &Path) -> String {
+        fs::read_to_string(dir.join(HEAD_FILE)).unwrap()
+    }
+
+    #[test]
+    fn the_drop_count_survives_a_restart() {
+        let tmp = tempfile::tempdir().unwrap();
+        let cfg = config(tmp.path(), 3 * 116 + 8, None);
+        let mut s = Spool::open(cfg.clone()).unwrap();
+        overflow(&mut s);
+        assert_eq!((s.ids(), s.stats().dropped), (vec![2, 3, 4], 2));
+        assert_eq!(head_file(tmp.path()), "2 2\n");
+        drop(s); // crash: without a budget every drop is persisted
+        let mut s = Spool::open(cfg.clone()).unwrap();
+        assert_eq!((s.ids(), s.stats().dropped), (vec![2, 3, 4], 2));
+        // The next report carries the count of the earlier run, plus its own drop.
+        let mut seen = Vec::new();
+        s.append_with(false, |dropped| {
+            seen.push(dropped);
+            vec![0; 100]
+        });
+        assert_eq!(*seen.last().unwrap(), 3);
+        assert_eq!(s.stats().dropped, 3);
+        // A drop behind a record in flight leaves the head but is persisted too.
+        assert_eq!(s.take_next().unwrap().id, 3);
+        append(&mut s, false, &[0; 100]);
+        assert_eq!((s.ids(), s.stats().dropped), (vec![3, 5, 6], 4));
+        assert_eq!(head_file(tmp.path()), "3 4\n");
+        // Acknowledging everything keeps the count.
+        while let Some(o) = s.take_next() {
+            assert!(s.ack(o.id));
+        }
+        assert!(s.ack(3));
+        s.close();
+        assert_eq!(head_file(tmp.path()), "7 4\n");
+        let s = Spool::open(cfg).unwrap();
+        assert!(s.is_empty());
+        assert_eq!(s.stats().dropped, 4);
+    }
+
+    #[test]
+    fn with_a_write_budget_the_drop_count_is_persisted_on_close() {
+        let tmp = tempfile::tempdir().unwrap();
+        let budget = WriteBudget {
+            bytes: 1 << 20,
+            per: Duration::from_secs(3600),
+        };
+        let cfg = config(tmp.path(), 3 * 116 + 8, Some(budget));
+        let mut s = Spool::open(cfg.clone()).unwrap();
+        overflow(&mut s);
+        assert_eq!(s.stats().dropped, 2);
+        assert!(
+            !tmp.path().join(HEAD_FILE).exists(),
+            "no head write per drop"
+        );
+        s.close();
+        assert_eq!(head_file(tmp.path()), "2 2\n");
+        let mut s = Spool::open(cfg.clone()).unwrap();
+        assert_eq!((s.ids(), s.stats().dropped), (vec![2, 3, 4], 2));
+        overflow(&mut s);
+        assert_eq!(s.stats().dropped, 7);
+        drop(s);
+        // Crash: the five drops since the clean close go uncounted (deleting
+        // the spent segment 0 wrote no head file). 5 and 6, in the newest
+        // segment, come back and are dropped (and counted) again when opening.
+        let s = Spool::open(cfg).unwrap();
+        assert_eq!((s.ids(), s.stats().dropped), (vec![7, 8, 9], 4));
+        assert_eq!(head_file(tmp.path()), "2 2\n");
+    }
+
+    #[test]
+    fn a_head_file_without_a_drop_count_reads_as_zero() {
+        let tmp = tempfile::tempdir().unwrap();
+        let records: Vec<(u64, &[u8])> = (0..5).map(|id| (id, &b"old"[..])).collect();
+        fs::write(tmp.path().join(segment_name(0)), segment(&records)).unwrap();
+        fs::write(tmp.path().join(HEAD_FILE), "3\n").unwrap();
+        let mut s = Spool::open(config(tmp.path(), 1 << 20, None)).unwrap();
+        assert_eq!((s.ids(), s.stats().dropped), (vec![3, 4], 0));
+        assert_eq!(s.take_next().unwrap().payload, b"old");
+        assert!(s.ack(3));
+        // Rewritten in the current format.
+        assert_eq!(head_file(tmp.path()), "4 0\n");
     }
 
     #[test]
@@ -1173,6 +1353,7 @@ mod tests {
                 Op::Disconnect => spool.unsend_all(),
                 Op::Crash | Op::Truncate(_) => {
                     let head = spool.persisted_head();
+                    let dropped = spool.stats().dropped;
                     // Never above a record still held: nothing live is given up.
                     prop_assert!(
                         held.first().is_none_or(|f| *f >= head),
@@ -1210,6 +1391,16 @@ mod tests {
                         want.remove(0);
                     }
                     prop_assert_eq!(spool.ids(), want.clone());
+                    // The drop count carries over, plus the records the bounds
+                    // dropped when opening: exactly without a budget (every drop
+                    // writes the head file); with one, drops since the last clean
+                    // close (here: none) go uncounted.
+                    let reopened = dropped + (durable.len() - want.len()) as u64;
+                    if budget.is_none() {
+                        prop_assert_eq!(spool.stats().dropped, reopened);
+                    } else {
+                        prop_assert!(spool.stats().dropped <= reopened);
+                    }
                     held = want;
                     let mut seen = Vec::new();
                     while let Some(o) = spool.take_next() {

@@ -660,7 +660,8 @@ async fn a_restarted_agent_continues_the_sequence_of_the_boot() {
 /// restarted on the same state directory delivers every report the spool
 /// held, in order, each once (a report whose PUBACK the cut swallowed
 /// aside), marked as backfill; what did not fit in `--spool-max-bytes` is
-/// missing and counted in `dropped`.
+/// missing and counted in `dropped`, which the spool keeps across the
+/// restart.
 #[tokio::test(flavor = "current_thread")]
 async fn a_killed_agent_delivers_its_spool_after_restart() {
     let broker = broker_or_skip!();
@@ -723,9 +724,7 @@ async fn a_killed_agent_delivers_its_spool_after_restart() {
     let file = std::fs::read_to_string(state_dir.join("seq")).unwrap();
     let second_start: u64 = file.split_whitespace().nth(1).unwrap().parse().unwrap();
 
-    // The link comes back as the agent restarts. (Were it down longer, the
-    // second run would drop the first run's reports to make room, and with
-    // them the first run's drop count, which `dropped` carries per run.)
+    // The link comes back as the agent restarts.
     relay.restore().await;
     let second = Agent::start_with_state(&relay_url, &network, node, Some(&state_dir), &flags);
     sub.expect(Duration::from_secs(30), |m| {
@@ -759,7 +758,9 @@ async fn a_killed_agent_delivers_its_spool_after_restart() {
     let last_live = reports[1].seq;
     let last = *seqs.last().unwrap();
     let missing: Vec<u64> = (0..=last).filter(|s| !seqs.contains(s)).collect();
-    // Every drop is counted: by the run that dropped, in the reports it wrote after.
+    // Every drop is counted, in the reports written after it: the spool keeps
+    // the count across the kill (no write budget: every drop writes it), so
+    // the second run's count includes the first run's.
     let dropped = |run: &dyn Fn(u64) -> bool| {
         reports
             .iter()
@@ -774,10 +775,18 @@ async fn a_killed_agent_delivers_its_spool_after_restart() {
         first_dropped > 0,
         "an 8 s outage overflows the spool; {log}"
     );
+    assert!(
+        second_dropped >= first_dropped,
+        "the count went down across the restart: {first_dropped} then {second_dropped}; {log}"
+    );
     assert_eq!(
         missing.len() as u64,
-        first_dropped + second_dropped,
+        second_dropped,
         "exactly the dropped reports are missing: {missing:?}; {log}"
+    );
+    assert!(
+        reports.windows(2).all(|w| w[0].dropped <= w[1].dropped),
+        "the count never goes down; {log}"
     );
     // The spool held the newest reports of the first run: they all arrived.
     let first_arrived: Vec<u64> = seqs

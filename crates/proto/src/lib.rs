@@ -37,8 +37,8 @@
 //! `Telemetry`: 0 `v`, 1 `node`, 2 `boot_id`, 3 `seq`, 4 `time_ms`,
 //! 5 `uptime_ms`, 6 `load` (three floats), 7 `cpu` (`CpuTimes`), 8 `mem_total`,
 //! 9 `mem_available`, 10 `rootfs_size`, 11 `rootfs_free`, 12 `interfaces`
-//! (list of `InterfaceCounters`), 13 `dropped` (reports the
-//! agent's queue dropped since it started), 14 `backfill` (optional, absent
+//! (list of `InterfaceCounters`), 13 `dropped` (reports the agent's spool
+//! dropped since the spool was created), 14 `backfill` (optional, absent
 //! means `false` and `false` is never written: `true` marks a report the
 //! agent replayed from its spool after an outage or a restart, old data the
 //! controller must not alert on; added within v1, see Compatibility).

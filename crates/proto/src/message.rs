@@ -217,9 +217,13 @@ pub struct Telemetry {
     #[n(12)]
     #[serde(default)]
     pub interfaces: Vec<InterfaceCounters>,
-    /// Reports the agent's bounded queue has dropped since the agent started
-    /// (the queue drops the oldest report when the broker is unreachable for
-    /// longer than it can hold).
+    /// Reports the agent's bounded spool has dropped since the spool was
+    /// created (the spool drops the oldest report when the broker is
+    /// unreachable for longer than it can hold). The count is kept in the
+    /// spool directory, so it survives agent restarts and never goes down
+    /// while that directory lives, except that an agent with a spool write
+    /// budget (flash) persists it only when it stops cleanly: after a crash
+    /// it may count lower, missing the drops since its last clean stop.
     #[n(13)]
     #[serde(default)]
     pub dropped: u64,
