@@ -92,10 +92,11 @@ pub struct AppState {
     pub metrics: Arc<Metrics>,
 }
 
-/// The whole HTTP service: API, web page, metrics and health.
+/// The whole HTTP service: API, web pages, metrics and health.
 pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(web::index))
+        .route("/networks/{network}", get(web::network))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
         .route("/api/v1/networks", get(networks))

@@ -130,7 +130,7 @@ fn topic(node: &str, kind: &str) -> String {
 
 fn hello() -> Hello {
     Hello {
-        hostname: "<b>router one</b>".to_owned(),
+        hostname: "<script>router one</script>".to_owned(),
         ..examples::hello_v1()
     }
 }
@@ -244,7 +244,7 @@ async fn ingests_reports_and_serves_them() -> Result<()> {
     let d = h.json(&format!("/api/v1/nodes/{NODE}")).await?;
     assert_eq!(d["network"], NET);
     assert_eq!(d["status"], "online");
-    assert_eq!(d["hostname"], "<b>router one</b>");
+    assert_eq!(d["hostname"], "<script>router one</script>");
     assert_eq!(d["hello"]["interval_ms"], 60_000);
     let latest = &d["latest"];
     assert_eq!(latest["seq"], 2);
@@ -294,12 +294,42 @@ async fn ingests_reports_and_serves_them() -> Result<()> {
     let (status, body) = h.get("/healthz").await?;
     assert_eq!((status, body.trim()), (200, "ok"));
 
-    // The web page lists the node, escaped.
+    // The front page lists the network with its counts and a link, and no
+    // node rows.
     let (status, html) = h.get("/").await?;
     assert_eq!(status, 200);
-    assert!(html.contains("&lt;b&gt;router one&lt;/b&gt;"), "{html}");
-    assert!(!html.contains("<b>router one"), "{html}");
-    assert!(html.contains(NODE));
+    assert!(
+        html.contains(
+            r#"<a href="/networks/testnet">testnet</a></td><td>1</td><td>1</td><td>0</td>"#
+        ),
+        "{html}"
+    );
+    assert!(!html.contains(NODE), "{html}");
+    assert!(!html.contains("router one"), "{html}");
+
+    // The network page lists the node, hostname escaped and linked to its JSON.
+    let (status, html) = h.get(&format!("/networks/{NET}")).await?;
+    assert_eq!(status, 200);
+    assert!(
+        html.contains(&format!(
+            r#"<a href="/api/v1/nodes/{NODE}?network={NET}">&lt;script&gt;router one&lt;/script&gt;</a><small>{NODE}</small>"#
+        )),
+        "{html}"
+    );
+    assert!(!html.contains("<script"), "{html}");
+
+    // Bad and unknown networks are small HTML pages.
+    for (path, status) in [
+        ("/networks/Bad!", 400),
+        ("/networks/TESTNET", 400),
+        ("/networks/nowhere", 404),
+    ] {
+        let (got, html) = h.get(path).await?;
+        assert_eq!(got, status, "{path}: {html}");
+        assert!(html.starts_with("<!DOCTYPE html>"), "{path}: {html}");
+        assert!(html.contains(&format!("<h1>{status} ")), "{path}: {html}");
+        assert!(html.len() < 2_000, "{path}: {html}");
+    }
 
     // The last will marks it offline.
     publish_all(
@@ -318,6 +348,26 @@ async fn ingests_reports_and_serves_them() -> Result<()> {
     .await?;
     let d = h.json(&format!("/api/v1/nodes/{NODE}")).await?;
     assert_eq!(d["status"], "offline");
+
+    // A second node comes online: the offline one is listed first, and the
+    // front page highlights the offline count.
+    publish_all(
+        h.mqtt_addr()?,
+        vec![(topic("node2", "hello"), encode_cbor(&hello()), true)],
+    )
+    .await?;
+    h.wait_metric(r#"meshtable_nodes{network="testnet",status="online"}"#, 1.0)
+        .await?;
+    let (status, html) = h.get(&format!("/networks/{NET}")).await?;
+    assert_eq!(status, 200);
+    let node1 = html.find("<small>node1</small>").context("no node1")?;
+    let node2 = html.find("<small>node2</small>").context("no node2")?;
+    assert!(node1 < node2, "{html}");
+    let (_, html) = h.get("/").await?;
+    assert!(
+        html.contains(r#"<td>2</td><td>1</td><td class="offline">1</td>"#),
+        "{html}"
+    );
 
     h.controller.shutdown().await;
     Ok(())

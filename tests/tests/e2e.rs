@@ -231,12 +231,19 @@ fn scenario(backend: &Backend) {
     check_points("rx_bps lo", &lo_rx, started_ms, 0.0, f64::INFINITY);
     check_api_errors(&ctl, &net, node);
 
-    // The web page lists the node, and the metrics count it.
+    // The front page lists the network, its page lists the node, and the
+    // metrics count it.
     let (status, page) = ctl.get("/");
     assert_eq!(status, 200, "GET /: {page}");
     assert!(
-        page.contains(&net) && page.contains(node),
-        "GET / lacks {net}/{node}:\n{page}"
+        page.contains(&format!("/networks/{net}")),
+        "GET / lacks {net}:\n{page}"
+    );
+    let (status, page) = ctl.get(&format!("/networks/{net}"));
+    assert_eq!(status, 200, "GET /networks/{net}: {page}");
+    assert!(
+        page.contains(node),
+        "GET /networks/{net} lacks {node}:\n{page}"
     );
     base.check_nodes(&ctl, &net, 1, 0);
     assert!(
