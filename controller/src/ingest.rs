@@ -41,7 +41,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshtable_proto::{Kind, Report, Topic};
-use meshtable_store::{Incoming, Outcome, Recorded, Store, StoreError};
+use meshtable_store::{Incoming, Outcome, Store, StoreError};
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
 use tokio::sync::{mpsc, watch};
 use tokio::task::JoinHandle;
@@ -150,44 +150,6 @@ pub fn decode(topic: &str, payload: &[u8]) -> Decoded {
             ),
         },
         Ok((report, _)) => Decoded::Report(topic, Box::new(report)),
-    }
-}
-
-/// What storing a report did.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Stored {
-    /// Stored a message of this kind.
-    Inserted(Kind),
-    /// A telemetry report that was stored before.
-    Duplicate,
-}
-
-/// Stores one decoded report.
-pub async fn store_report(
-    store: &Store,
-    topic: &Topic,
-    report: &Report,
-    received_ms: i64,
-) -> Result<Stored, StoreError> {
-    let (network, node) = (topic.network.as_str(), topic.node.as_str());
-    match report {
-        Report::Hello(h) => {
-            store.record_hello(network, node, h, received_ms).await?;
-            Ok(Stored::Inserted(Kind::Hello))
-        }
-        Report::State(s) => {
-            store
-                .record_state(network, node, s.status, received_ms)
-                .await?;
-            Ok(Stored::Inserted(Kind::State))
-        }
-        Report::Telemetry(t) => match store
-            .record_telemetry(network, node, t, received_ms)
-            .await?
-        {
-            Recorded::Inserted => Ok(Stored::Inserted(Kind::Telemetry)),
-            Recorded::Duplicate => Ok(Stored::Duplicate),
-        },
     }
 }
 

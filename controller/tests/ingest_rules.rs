@@ -1,10 +1,10 @@
 //! Ingest and liveness rules that need a real store (SQLite in memory).
 
 use anyhow::Result;
-use meshtable::ingest::{Decoded, Stored, decode, retained_is_news, store_report};
+use meshtable::ingest::{Decoded, decode, retained_is_news};
 use meshtable::liveness;
 use meshtable_proto::{Hello, Report, Topic, encode_cbor, examples};
-use meshtable_store::Store;
+use meshtable_store::{Incoming, Outcome, Store};
 
 const T0: i64 = 1_800_000_000_000;
 
@@ -32,8 +32,10 @@ async fn retained_copies_are_recorded_only_when_they_say_something_new() -> Resu
     assert!(retained_is_news(&store, &st, &on).await?);
 
     assert_eq!(
-        store_report(&store, &ht, &hr, T0).await?,
-        Stored::Inserted(meshtable_proto::Kind::Hello)
+        store
+            .record_batch(&[Incoming::new(&ht.network, &ht.node, &hr, T0)])
+            .await?,
+        [Outcome::Inserted]
     );
     // The same hello and status again: old news.
     assert!(!retained_is_news(&store, &ht, &hr).await?);

@@ -17,6 +17,10 @@ use meshtable_proto::{InterfaceCounters, Telemetry, examples};
 use meshtable_store::{Incoming, Outcome, Store};
 use sea_orm::{ConnectionTrait, Database};
 
+#[path = "../tests/common/pg_url.rs"]
+mod pg_url;
+use pg_url::with_database;
+
 /// 2025-11-24T16:00:00Z.
 const T0: i64 = 1_764_000_000_000;
 const NODES: u64 = 200;
@@ -139,21 +143,4 @@ async fn main() -> anyhow::Result<()> {
     }
     admin.close().await?;
     Ok(())
-}
-
-/// The same server URL with another database name.
-fn with_database(url: &str, db: &str) -> String {
-    let (base, query) = match url.split_once('?') {
-        Some((b, q)) => (b, Some(q)),
-        None => (url, None),
-    };
-    let authority_start = base.find("://").map_or(0, |i| i + 3);
-    let server = match base[authority_start..].find('/') {
-        Some(i) => &base[..authority_start + i],
-        None => base,
-    };
-    match query {
-        Some(q) => format!("{server}/{db}?{q}"),
-        None => format!("{server}/{db}"),
-    }
 }
