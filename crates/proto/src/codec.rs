@@ -4,6 +4,9 @@ use minicbor::{Decode, Encode};
 use serde::Serialize;
 use serde::de::DeserializeOwned;
 
+use crate::mesh::{
+    MAX_CLIENT_IDS, MAX_NEIGHBOURS, MAX_RADIOS, MAX_ROUTES, MAX_STATIONS, Neighbour, Route, Station,
+};
 use crate::message::{
     Hello, MAX_INTERFACES, MAX_PAYLOAD, MAX_TEXT, SUPPORTED_VERSIONS, State, Telemetry,
 };
@@ -44,6 +47,10 @@ pub enum DecodeError {
     /// Well-formed, but a value breaks a limit or rule.
     #[error("invalid message: {0}")]
     Invalid(String),
+    /// A compact (v2) telemetry report whose previous report (`seq - 1`)
+    /// the [`crate::Reassembler`] does not hold.
+    #[error("compact report {0} without the report before it")]
+    MissingBase(u64),
 }
 
 impl DecodeError {
@@ -56,6 +63,7 @@ impl DecodeError {
             DecodeError::Malformed(_) => "malformed",
             DecodeError::UnsupportedVersion(_) => "unknown_version",
             DecodeError::Invalid(_) => "invalid",
+            DecodeError::MissingBase(_) => "missing_base",
         }
     }
 }
@@ -66,6 +74,9 @@ pub trait Message:
 {
     /// The topic kind this message travels under.
     const KIND: Kind;
+
+    /// The message versions this type decodes.
+    const VERSIONS: &'static [u16] = &[crate::message::VERSION];
 
     /// The message's version field.
     fn version(&self) -> u16;
@@ -164,7 +175,7 @@ pub fn decode<M: Message>(payload: &[u8]) -> Result<(M, Encoding), DecodeError> 
     let v = header
         .v
         .ok_or_else(|| DecodeError::Malformed("missing version field v".to_owned()))?;
-    if !SUPPORTED_VERSIONS.contains(&v) {
+    if !SUPPORTED_VERSIONS.contains(&v) || !M::VERSIONS.contains(&v) {
         return Err(DecodeError::UnsupportedVersion(v));
     }
     let msg: M = match encoding {
@@ -186,6 +197,77 @@ fn text(field: &str, value: &str) -> Result<(), DecodeError> {
         return Err(DecodeError::Invalid(format!(
             "{field} contains control characters"
         )));
+    }
+    Ok(())
+}
+
+fn opt_text(field: &str, value: &Option<String>) -> Result<(), DecodeError> {
+    value.as_deref().map_or(Ok(()), |v| text(field, v))
+}
+
+fn count(what: &str, n: usize, max: usize) -> Result<(), DecodeError> {
+    if n > max {
+        return Err(DecodeError::Invalid(format!(
+            "{n} {what}, the limit is {max}"
+        )));
+    }
+    Ok(())
+}
+
+fn nonempty(field: &str, value: &str) -> Result<(), DecodeError> {
+    text(field, value)?;
+    if value.is_empty() {
+        return Err(DecodeError::Invalid(format!("empty {field}")));
+    }
+    Ok(())
+}
+
+fn station(s: &Station) -> Result<(), DecodeError> {
+    nonempty("station ifname", &s.ifname)?;
+    opt_text("station mac", &s.mac)?;
+    opt_text("station client_id", &s.client_id)?;
+    if s.mac.is_some() && s.client_id.is_some() {
+        return Err(DecodeError::Invalid(
+            "a station has a mac or a client_id, not both".to_owned(),
+        ));
+    }
+    Ok(())
+}
+
+fn neighbour(n: &Neighbour) -> Result<(), DecodeError> {
+    nonempty("neighbour ifname", &n.ifname)?;
+    nonempty("neighbour address", &n.address)?;
+    opt_text("neighbour originator", &n.originator)
+}
+
+fn route(r: &Route) -> Result<(), DecodeError> {
+    nonempty("route prefix", &r.prefix)?;
+    opt_text("route via", &r.via)?;
+    opt_text("route ifname", &r.ifname)
+}
+
+/// Checks the issue-3 additions of a telemetry report (keys 15-20).
+fn mesh_parts(t: &Telemetry) -> Result<(), DecodeError> {
+    count("radios", t.radios.len(), MAX_RADIOS)?;
+    for r in &t.radios {
+        nonempty("radio ifname", &r.ifname)?;
+        opt_text("radio ssid", &r.ssid)?;
+    }
+    count("stations", t.stations.len(), MAX_STATIONS)?;
+    t.stations.iter().try_for_each(station)?;
+    count("neighbours", t.neighbours.len(), MAX_NEIGHBOURS)?;
+    t.neighbours.iter().try_for_each(neighbour)?;
+    count("routes", t.routes.len(), MAX_ROUTES)?;
+    t.routes.iter().try_for_each(route)?;
+    if let Some(c) = &t.clients {
+        count("client ids", c.ids.len(), MAX_CLIENT_IDS)?;
+        for id in &c.ids {
+            nonempty("client id", id)?;
+        }
+    }
+    if let Some(g) = &t.gateway {
+        nonempty("gateway ifname", &g.ifname)?;
+        opt_text("gateway via", &g.via)?;
     }
     Ok(())
 }
@@ -212,6 +294,13 @@ impl Message for Hello {
         text("model", &self.model)?;
         text("os_release", &self.os_release)?;
         text("kernel", &self.kernel)?;
+        opt_text("board", &self.board)?;
+        if let Some(f) = &self.firmware {
+            text("firmware distribution", &f.distribution)?;
+            text("firmware release", &f.release)?;
+            opt_text("firmware revision", &f.revision)?;
+            opt_text("firmware target", &f.target)?;
+        }
         interface_count(self.interfaces.len())?;
         for i in &self.interfaces {
             text("interface name", &i.name)?;
@@ -283,7 +372,7 @@ impl Message for Telemetry {
         for i in &self.interfaces {
             text("interface name", &i.name)?;
         }
-        Ok(())
+        mesh_parts(self)
     }
 }
 

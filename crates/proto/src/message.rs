@@ -9,11 +9,15 @@
 use minicbor::{Decode, Encode};
 use serde::{Deserialize, Serialize};
 
+use crate::mesh::{Clients, Firmware, Gateway, Neighbour, Radio, Route, Station};
+
 /// The message version this crate writes.
 pub const VERSION: u16 = 1;
 
-/// The versions this crate reads.
-pub const SUPPORTED_VERSIONS: &[u16] = &[1];
+/// The versions this crate reads: 1 for every message, 2 for compact
+/// telemetry ([`crate::CompactTelemetry`], read through a
+/// [`crate::Reassembler`]).
+pub const SUPPORTED_VERSIONS: &[u16] = &[1, 2];
 
 /// Largest payload accepted by [`crate::decode`], in bytes.
 pub const MAX_PAYLOAD: usize = 64 * 1024;
@@ -61,6 +65,35 @@ pub struct Hello {
     /// declares a node offline after three missed intervals.
     #[n(8)]
     pub interval_ms: u32,
+    /// Board name (`/tmp/sysinfo/board_name`: `tplink,cpe510-v1`), when
+    /// known. Added within v1 (key 9): absent when `None`.
+    #[n(9)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub board: Option<String>,
+    /// The firmware release, when known. Added within v1 (key 10): absent
+    /// when `None`.
+    #[n(10)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub firmware: Option<Firmware>,
+}
+
+impl Default for Hello {
+    /// An empty hello of the current [`VERSION`], for struct update syntax.
+    fn default() -> Hello {
+        Hello {
+            v: VERSION,
+            agent_version: String::new(),
+            hostname: String::new(),
+            model: String::new(),
+            os_release: String::new(),
+            kernel: String::new(),
+            interfaces: Vec::new(),
+            location: None,
+            interval_ms: 0,
+            board: None,
+            firmware: None,
+        }
+    }
 }
 
 /// One network interface as described in [`Hello`].
@@ -236,6 +269,67 @@ pub struct Telemetry {
     #[cbor(skip_if = "is_false")]
     #[serde(default, skip_serializing_if = "is_false")]
     pub backfill: bool,
+    /// Wireless interfaces (key 15, added within v1; absent when empty).
+    #[n(15)]
+    #[cbor(skip_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub radios: Vec<Radio>,
+    /// Associated stations and mesh peers of the radios (key 16, added
+    /// within v1; absent when empty).
+    #[n(16)]
+    #[cbor(skip_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub stations: Vec<Station>,
+    /// Mesh neighbours seen by babeld or batman-adv (key 17, added within
+    /// v1; absent when empty).
+    #[n(17)]
+    #[cbor(skip_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub neighbours: Vec<Neighbour>,
+    /// Routes installed by the mesh routing daemon (key 18, added within v1;
+    /// absent when empty).
+    #[n(18)]
+    #[cbor(skip_if = "Vec::is_empty")]
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub routes: Vec<Route>,
+    /// Client counts (key 19, added within v1; absent when `None`).
+    #[n(19)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub clients: Option<Clients>,
+    /// The default route and uplink (key 20, added within v1; absent when
+    /// `None`).
+    #[n(20)]
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub gateway: Option<Gateway>,
+}
+
+impl Default for Telemetry {
+    /// An empty report of the current [`VERSION`], for struct update syntax.
+    fn default() -> Telemetry {
+        Telemetry {
+            v: VERSION,
+            node: String::new(),
+            boot_id: String::new(),
+            seq: 0,
+            time_ms: 0,
+            uptime_ms: 0,
+            load: [0.0; 3],
+            cpu: CpuTimes::default(),
+            mem_total: 0,
+            mem_available: 0,
+            rootfs_size: 0,
+            rootfs_free: 0,
+            interfaces: Vec::new(),
+            dropped: 0,
+            backfill: false,
+            radios: Vec::new(),
+            stations: Vec::new(),
+            neighbours: Vec::new(),
+            routes: Vec::new(),
+            clients: None,
+            gateway: None,
+        }
+    }
 }
 
 /// Serialization predicate: `false` fields are left out of the message.

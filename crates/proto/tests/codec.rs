@@ -118,3 +118,83 @@ fn encoded_sizes() {
     println!("telemetry with 5 interfaces: cbor {cbor} bytes, json {json} bytes");
     assert!(cbor * 2 < json, "cbor {cbor} json {json}");
 }
+
+/// The issue-3 additions (keys 15-20) are checked like the rest: limits and
+/// rules broken are `invalid`, never a crash.
+#[test]
+fn mesh_parts_are_validated() {
+    use meshtable_proto::{
+        Clients, Gateway, MAX_NEIGHBOURS, MAX_RADIOS, MAX_STATIONS, Neighbour, Radio, encode_json,
+    };
+    let good = examples::telemetry_mesh_v1();
+    let mut cases: Vec<(&str, Telemetry, &str)> = vec![("all parts", good.clone(), "ok")];
+    let mut t = good.clone();
+    t.stations[0].client_id = Some("c1".to_owned());
+    cases.push(("station with mac and client id", t, "invalid"));
+    let mut t = good.clone();
+    t.stations = vec![
+        meshtable_proto::Station {
+            ifname: "w".to_owned(),
+            ..Default::default()
+        };
+        MAX_STATIONS + 1
+    ];
+    cases.push(("too many stations", t, "invalid"));
+    let mut t = good.clone();
+    t.radios = vec![Radio::default(); MAX_RADIOS + 1];
+    cases.push(("too many radios", t, "invalid"));
+    let mut t = good.clone();
+    t.radios[0].ifname.clear();
+    cases.push(("radio without ifname", t, "invalid"));
+    let mut t = good.clone();
+    t.radios[1].ssid = Some("mesh\u{7}".to_owned());
+    cases.push(("control character in ssid", t, "invalid"));
+    let mut t = good.clone();
+    t.neighbours = vec![Neighbour::default(); MAX_NEIGHBOURS + 1];
+    cases.push(("too many neighbours", t, "invalid"));
+    let mut t = good.clone();
+    t.neighbours[2].address.clear();
+    cases.push(("neighbour without address", t, "invalid"));
+    let mut t = good.clone();
+    t.routes[0].prefix = "x".repeat(meshtable_proto::MAX_TEXT + 1);
+    cases.push(("long route prefix", t, "invalid"));
+    let mut t = good.clone();
+    t.clients = Some(Clients {
+        ids: vec![String::new()],
+        ..Clients::default()
+    });
+    cases.push(("empty client id", t, "invalid"));
+    let mut t = good.clone();
+    t.gateway = Some(Gateway::default());
+    cases.push(("gateway without uplink", t, "invalid"));
+    for (name, t, want) in cases {
+        assert_eq!(reason(&encode_cbor(&t)), want, "{name} (cbor)");
+        // The list-limit cases are too big for JSON, where the size limit
+        // refuses them first.
+        let json = encode_json(&t);
+        if json.len() <= MAX_PAYLOAD {
+            assert_eq!(reason(&json), want, "{name} (json)");
+        }
+    }
+}
+
+/// Unset additions are not written: a report without them has the bytes of
+/// the committed v1 report, and each part is its own key.
+#[test]
+fn mesh_parts_are_absent_when_unset() {
+    let plain = encode_cbor(&examples::telemetry_v1());
+    assert_eq!(plain[0], 0xae, "14 entries, no keys 15-20");
+    let full = encode_cbor(&examples::telemetry_mesh_v1());
+    assert_eq!(full[0], 0xb4, "20 entries: keys 15-20 added");
+    let hello = encode_cbor(&examples::hello_firmware_v1());
+    assert_eq!(hello[0], 0xab, "11 entries: keys 9 and 10 added");
+    let json: serde_json::Value =
+        serde_json::from_slice(&meshtable_proto::encode_json(&examples::telemetry_mesh_v1()))
+            .unwrap();
+    assert_eq!(json["radios"][1]["mode"], "mesh_point");
+    assert_eq!(json["neighbours"][0]["protocol"], "babel");
+    assert!(
+        json["stations"][5].get("mac").is_none(),
+        "a client has no mac"
+    );
+}
