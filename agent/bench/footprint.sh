@@ -1,19 +1,35 @@
 #!/usr/bin/env bash
-# Footprint of meshtable-agent next to prometheus-node-exporter, measured in
-# the same run on the same machine:
-#   - size of the release binary (profile agent-release)
-#   - steady-state RSS (VmRSS, median of several readings) of both, and ratio
-#   - the agent's CPU time per collection cycle ((utime+stime) delta / cycles)
+# Footprint of meshtable-agent next to prometheus-node-exporter and collectd,
+# measured in the same run on the same machine, all three collecting once a
+# second:
+#   - the agent: `--interval 1s`, publishing to the broker (QoS 1);
+#   - node_exporter (default collectors): scraped once a second, as
+#     Prometheus would, so one scrape is one collection cycle;
+#   - collectd: `Interval 1` with the plugins that read what the agent reads
+#     (cpu, load, memory, interface, df, uptime), publishing to the same
+#     broker with its mqtt plugin (QoS 1).
+# Figures, each the median of SAMPLES readings taken during the same window:
+#   - size: the agent's release binary (profile agent-release, x86_64); the
+#     node_exporter binary; collectd's daemon plus the plugins it loads;
+#   - steady-state RSS (VmRSS) of each process, and the ratios to the agent;
+#   - CPU time per collection cycle: schedstat's on-CPU nanoseconds (utime +
+#     stime ticks where schedstat is missing) over the window, divided by the
+#     cycles in it (the agent's acknowledged reports, the scrapes, the seconds
+#     of collectd's interval).
+# Targets (issue 3): agent RSS <= 4 MiB and <= 1/5 of node_exporter's;
+# binary <= 2.5 MiB. Printed as "met"/"MISSED"; the exit status is 0 either
+# way (a benchmark prints figures).
 #
-# Needs a broker (MQTT_URL, default mqtt://127.0.0.1:1883, e.g. Mosquitto)
-# and installs prometheus-node-exporter with apt-get when it is missing.
+# Needs a broker (MQTT_URL, default mqtt://127.0.0.1:1883, e.g. Mosquitto);
+# installs prometheus-node-exporter and collectd-core with apt-get when they
+# are missing.
 # Usage: agent/bench/footprint.sh   (from anywhere in the repository)
 set -euo pipefail
 
 MQTT_URL=${MQTT_URL:-mqtt://127.0.0.1:1883}
-SETTLE=${SETTLE:-20}        # seconds before measuring
-SAMPLES=${SAMPLES:-7}       # RSS readings
-WINDOW=${WINDOW:-30}        # seconds over which CPU per cycle is measured
+SETTLE=${SETTLE:-20}  # seconds before measuring
+SAMPLES=${SAMPLES:-7} # RSS and CPU readings
+WINDOW=${WINDOW:-35}  # seconds over which they are taken
 NE_ADDR=${NE_ADDR:-127.0.0.1:19100}
 NETWORK=footprint
 NODE=footprint-$$
@@ -22,78 +38,185 @@ cd "$(dirname "$0")/../.."
 root=$(pwd)
 tmp=$(mktemp -d)
 pids=()
+mqtt_host=${MQTT_URL#mqtt://}
+mqtt_port=${mqtt_host##*:}
+mqtt_host=${mqtt_host%:*}
 cleanup() {
     for p in "${pids[@]}"; do kill "$p" 2>/dev/null || true; done
     wait 2>/dev/null || true
     if command -v mosquitto_pub >/dev/null; then
-        host=${MQTT_URL#mqtt://}; port=${host##*:}; host=${host%:*}
         for k in hello state; do
-            mosquitto_pub -h "$host" -p "$port" -r -n -t "meshtable/v1/$NETWORK/$NODE/$k" 2>/dev/null || true
+            mosquitto_pub -h "$mqtt_host" -p "$mqtt_port" -r -n \
+                -t "meshtable/v1/$NETWORK/$NODE/$k" 2>/dev/null || true
         done
-        mosquitto_sub -h "$host" -p "$port" -i "meshtable-$NETWORK-$NODE" -t x -E 2>/dev/null || true
+        mosquitto_sub -h "$mqtt_host" -p "$mqtt_port" -i "meshtable-$NETWORK-$NODE" -t x -E \
+            2>/dev/null || true
     fi
     rm -rf "$tmp"
 }
 trap cleanup EXIT
 
+calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
+mib() { calc "$1 / 1048576"; }
+
 echo "== build"
 cargo build --quiet --profile agent-release -p meshtable-agent
 bin="$root/target/agent-release/meshtable-agent"
 size=$(stat -c %s "$bin")
-calc() { awk "BEGIN { printf \"%.3f\", $1 }"; }
-echo "binary: $size bytes ($(calc "$size / 1048576") MiB; limit 2.50 MiB)"
 
-ne=$(command -v prometheus-node-exporter || true)
-if [ -z "$ne" ]; then
-    echo "== installing prometheus-node-exporter"
+missing=()
+command -v prometheus-node-exporter >/dev/null || missing+=(prometheus-node-exporter)
+[ -x /usr/sbin/collectd ] || missing+=(collectd-core)
+if ((${#missing[@]})); then
+    echo "== installing ${missing[*]}"
     apt-get update -qq
-    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq prometheus-node-exporter >/dev/null
-    # The package may start its own service; this run uses its own instance.
-    ne=$(command -v prometheus-node-exporter)
+    # The packages may start their own services; this run uses its own instances.
+    DEBIAN_FRONTEND=noninteractive apt-get install -y -qq --no-install-recommends "${missing[@]}" \
+        >/dev/null
 fi
-echo "node exporter: $("$ne" --version 2>&1 | head -1)"
+ne=$(command -v prometheus-node-exporter)
+collectd=/usr/sbin/collectd
+plugins=(logfile cpu load memory interface df uptime mqtt)
+plugin_dir=$(dirname "$(find /usr/lib -name cpu.so -path '*collectd*' | head -n 1)")
+collectd_size=$(stat -c %s "$collectd")
+for p in "${plugins[@]}"; do
+    collectd_size=$((collectd_size + $(stat -c %s "$plugin_dir/$p.so")))
+done
+ne_size=$(stat -c %s "$(readlink -f "$ne")")
+echo "node exporter: $("$ne" --version 2>&1 | head -n 1)"
+echo "collectd: $("$collectd" -h 2>&1 | grep -m1 -o 'collectd [0-9.]*' || echo '?')"
 
-echo "== running both for ${SETTLE}s before measuring"
+cat >"$tmp/collectd.conf" <<EOF
+Hostname "$NODE"
+FQDNLookup false
+Interval 1
+BaseDir "$tmp/collectd"
+PIDFile "$tmp/collectd.pid"
+PluginDir "$plugin_dir"
+TypesDB "/usr/share/collectd/types.db"
+LoadPlugin logfile
+<Plugin logfile>
+  LogLevel info
+  File "$tmp/collectd.log"
+</Plugin>
+LoadPlugin cpu
+LoadPlugin load
+LoadPlugin memory
+LoadPlugin interface
+LoadPlugin df
+LoadPlugin uptime
+LoadPlugin mqtt
+<Plugin mqtt>
+  <Publish "footprint">
+    Host "$mqtt_host"
+    Port "$mqtt_port"
+    ClientId "footprint-collectd-$$"
+    Prefix "footprint-collectd-$$"
+    QoS 1
+  </Publish>
+</Plugin>
+EOF
+mkdir -p "$tmp/collectd"
+
+echo "== running all three for ${SETTLE}s before measuring"
 "$bin" --mqtt-url "$MQTT_URL" --network "$NETWORK" --node-id "$NODE" --interval 1s \
     --state-dir "$tmp/state" --log meshtable_agent=debug 2>"$tmp/agent.log" &
-agent=$!; pids+=("$agent")
+agent=$!
+pids+=("$agent")
 "$ne" --web.listen-address="$NE_ADDR" >"$tmp/ne.log" 2>&1 &
-exporter=$!; pids+=("$exporter")
+exporter=$!
+pids+=("$exporter")
+"$collectd" -f -C "$tmp/collectd.conf" >"$tmp/collectd.out" 2>&1 &
+cd_pid=$!
+pids+=("$cd_pid")
 
-scrape() { curl -fsS "http://$NE_ADDR/metrics" -o /dev/null || echo "scrape failed"; }
+scrapes=0
+scrape() {
+    curl -fsS "http://$NE_ADDR/metrics" -o /dev/null || echo "scrape failed"
+    scrapes=$((scrapes + 1))
+}
 for _ in $(seq "$SETTLE"); do
     sleep 1
     scrape
 done
-grep -q "connected to the broker" "$tmp/agent.log" || { echo "agent did not connect:"; cat "$tmp/agent.log"; exit 1; }
+grep -q "connected to the broker" "$tmp/agent.log" || {
+    echo "agent did not connect:"
+    cat "$tmp/agent.log"
+    exit 1
+}
+kill -0 "$cd_pid" 2>/dev/null || {
+    echo "collectd exited:"
+    cat "$tmp/collectd.out" "$tmp/collectd.log" 2>/dev/null
+    exit 1
+}
 
-rss() { awk '/^VmRSS:/ {print $2}' "/proc/$1/status"; }
-median() { sort -n | awk '{a[NR]=$1} END {print (NR % 2) ? a[(NR+1)/2] : (a[NR/2] + a[NR/2+1]) / 2}'; }
-cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat"; }   # utime + stime
+rss() { awk '/^VmRSS:/ { print $2 }' "/proc/$1/status"; }
+median() { sort -n | awk '{ a[NR] = $1 } END { print (NR % 2) ? a[(NR + 1) / 2] : (a[NR / 2] + a[NR / 2 + 1]) / 2 }'; }
 cycles() { grep -c "report acknowledged" "$tmp/agent.log" || true; }
+# On-CPU time in nanoseconds: schedstat when the kernel has it, else ticks.
+cpu_ns() {
+    if [ -r "/proc/$1/schedstat" ]; then
+        awk '{ print $1 }' "/proc/$1/schedstat"
+    else
+        awk -v hz="$(getconf CLK_TCK)" '{ printf "%.0f\n", ($14 + $15) * 1e9 / hz }' "/proc/$1/stat"
+    fi
+}
 
-sched() { [ -r "/proc/$1/schedstat" ] && awk '{print $1}' "/proc/$1/schedstat" || true; }   # ns on CPU
-ticks0=$(cpu_ticks "$agent"); sched0=$(sched "$agent"); cycles0=$(cycles)
-agent_rss=(); ne_rss=()
-step=$(( WINDOW / SAMPLES )); [ "$step" -ge 1 ] || step=1
+# Per step: RSS of each, and CPU per cycle of each over the step.
+step=$((WINDOW / SAMPLES))
+[ "$step" -ge 1 ] || step=1
+a_rss=()
+n_rss=()
+c_rss=()
+a_cpu=()
+n_cpu=()
+c_cpu=()
 for _ in $(seq "$SAMPLES"); do
-    scrape
-    agent_rss+=("$(rss "$agent")"); ne_rss+=("$(rss "$exporter")")
-    sleep "$step"
+    a0=$(cpu_ns "$agent")
+    n0=$(cpu_ns "$exporter")
+    c0=$(cpu_ns "$cd_pid")
+    k0=$(cycles)
+    s0=$scrapes
+    t0=$(date +%s%N)
+    for _ in $(seq "$step"); do
+        sleep 1
+        scrape
+    done
+    t1=$(date +%s%N)
+    a_rss+=("$(rss "$agent")")
+    n_rss+=("$(rss "$exporter")")
+    c_rss+=("$(rss "$cd_pid")")
+    dk=$(($(cycles) - k0))
+    ds=$((scrapes - s0))
+    dc=$(calc "($t1 - $t0) / 1e9") # collectd: one cycle per second
+    [ "$dk" -gt 0 ] && a_cpu+=("$(calc "($(cpu_ns "$agent") - $a0) / 1e6 / $dk")")
+    n_cpu+=("$(calc "($(cpu_ns "$exporter") - $n0) / 1e6 / $ds")")
+    c_cpu+=("$(calc "($(cpu_ns "$cd_pid") - $c0) / 1e6 / $dc")")
 done
-ticks1=$(cpu_ticks "$agent"); sched1=$(sched "$agent"); cycles1=$(cycles)
+kill -0 "$cd_pid" 2>/dev/null || echo "warning: collectd exited during the run"
 
-hz=$(getconf CLK_TCK)
-a=$(printf '%s\n' "${agent_rss[@]}" | median)
-n=$(printf '%s\n' "${ne_rss[@]}" | median)
-dc=$(( cycles1 - cycles0 )); dt=$(( ticks1 - ticks0 ))
-echo "== results"
-echo "agent RSS readings (KiB): ${agent_rss[*]}"
-echo "node_exporter RSS readings (KiB): ${ne_rss[*]}"
-echo "steady-state RSS (median): agent $a KiB, node_exporter $n KiB," \
-    "ratio agent/node_exporter $(calc "$a / $n") (node_exporter uses $(calc "$n / $a")x the agent)"
-echo "agent CPU (utime+stime): $dt ticks at $hz Hz over $dc collection cycles =" \
-    "$(calc "$dt * 1000 / $hz / $dc") ms per cycle"
-if [ -n "$sched0" ]; then
-    echo "agent CPU (schedstat, ns resolution): $(calc "($sched1 - $sched0) / 1000000 / $dc") ms per cycle"
-fi
+a=$(printf '%s\n' "${a_rss[@]}" | median)
+n=$(printf '%s\n' "${n_rss[@]}" | median)
+c=$(printf '%s\n' "${c_rss[@]}" | median)
+acpu=$(printf '%s\n' "${a_cpu[@]}" | median)
+ncpu=$(printf '%s\n' "${n_cpu[@]}" | median)
+ccpu=$(printf '%s\n' "${c_cpu[@]}" | median)
+verdict() { if awk "BEGIN { exit !($1) }"; then echo met; else echo MISSED; fi; }
+
+echo "== readings ($SAMPLES steps of ${step}s)"
+echo "RSS KiB       agent: ${a_rss[*]}"
+echo "RSS KiB    exporter: ${n_rss[*]}"
+echo "RSS KiB    collectd: ${c_rss[*]}"
+echo "CPU ms/cycle  agent: ${a_cpu[*]}"
+echo "CPU ms/cycle export: ${n_cpu[*]}"
+echo "CPU ms/cycle collec: ${c_cpu[*]}"
+echo "== results (medians, same run, same machine: $(nproc) cores, $(uname -m))"
+printf '%-28s %14s %14s %16s\n' "" "binary (MiB)" "RSS (KiB)" "CPU ms/cycle"
+printf '%-28s %14s %14s %16s\n' "meshtable-agent" "$(mib "$size")" "$a" "$acpu"
+printf '%-28s %14s %14s %16s\n' "prometheus-node-exporter" "$(mib "$ne_size")" "$n" "$ncpu"
+printf '%-28s %14s %14s %16s\n' "collectd (+${#plugins[@]} plugins)" "$(mib "$collectd_size")" "$c" "$ccpu"
+echo "ratios: node_exporter/agent RSS $(calc "$n / $a")x, collectd/agent RSS $(calc "$c / $a")x;" \
+    "CPU per cycle node_exporter/agent $(calc "$ncpu / $acpu")x, collectd/agent $(calc "$ccpu / $acpu")x"
+echo "target agent binary <= 2.50 MiB: $(mib "$size") MiB ($size bytes): $(verdict "$size <= 2.5 * 1048576")"
+echo "target agent RSS <= 4 MiB: $a KiB: $(verdict "$a <= 4096")"
+echo "target agent RSS <= 1/5 of node_exporter's: ratio $(calc "$a / $n"): $(verdict "$a * 5 <= $n")"

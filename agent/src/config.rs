@@ -8,6 +8,8 @@ use clap::Parser;
 use meshtable_proto::{BrokerUrl, Location, TopicError, validate_id};
 use serde::Deserialize;
 
+use crate::collect::babeld::BabelSocket;
+use crate::collect::mesh::MeshSources;
 use crate::spool::WriteBudget;
 use crate::state::DEFAULT_STATE_DIR;
 
@@ -19,8 +21,9 @@ pub const DEFAULT_NETWORK: &str = "default";
 pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(60);
 /// Default queue capacity, in reports.
 pub const DEFAULT_QUEUE_CAPACITY: usize = 1000;
-/// Shortest interval accepted.
-pub const MIN_INTERVAL: Duration = Duration::from_secs(1);
+/// Shortest interval accepted: 100 ms, for tests that need hundreds of
+/// intervals in a short run (routers use the 60 s default).
+pub const MIN_INTERVAL: Duration = Duration::from_millis(100);
 /// Longest interval accepted.
 pub const MAX_INTERVAL: Duration = Duration::from_secs(24 * 3600);
 /// Largest queue accepted, in reports.
@@ -102,7 +105,7 @@ pub enum ConfigError {
     #[error("invalid --node-id: {0}")]
     NodeId(TopicError),
     /// The interval is out of range.
-    #[error("invalid --interval {0}: use 1s to 24h")]
+    #[error("invalid --interval {0}: use 100ms to 24h")]
     Interval(String),
     /// The queue capacity is out of range.
     #[error("invalid --queue-capacity {0}: use 1 to 1000000")]
@@ -177,6 +180,42 @@ pub struct Cli {
     /// Log filter, e.g. info or meshtable_agent=debug [default: RUST_LOG, else info]
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// babeld's local socket: a unix path (babeld `local-path`) or host:port (`-G`); off to not ask babeld [default: /var/run/babeld.sock]
+    #[arg(long, value_name = "SOCKET")]
+    pub babeld_socket: Option<String>,
+    /// The per-network salt for client ids, written by `enroll`; without it only client counts are reported [default: /etc/meshtable/salt]
+    #[arg(long, value_name = "FILE")]
+    pub salt_file: Option<PathBuf>,
+    /// dnsmasq's DHCP lease file [default: /tmp/dhcp.leases]
+    #[arg(long, value_name = "FILE")]
+    pub dnsmasq_leases: Option<PathBuf>,
+    /// odhcpd's lease (state) file [default: /tmp/hosts/odhcpd]
+    #[arg(long, value_name = "FILE")]
+    pub odhcpd_leases: Option<PathBuf>,
+    /// Directory of this router's identity (key, broker login, salt), written by `enroll`; when it holds one, its network, node id and login are used and every report is signed [default: /etc/meshtable]
+    #[arg(long, value_name = "DIR")]
+    pub identity_dir: Option<PathBuf>,
+    /// A subcommand instead of running: `enroll`.
+    #[command(subcommand)]
+    pub command: Option<AgentCommand>,
+}
+
+/// The agent's subcommands.
+#[derive(Debug, Clone, clap::Subcommand)]
+pub enum AgentCommand {
+    /// Enroll this router with a controller: make its key pair, register the public key with a
+    /// one-time token, and keep the network, node id, salt and broker login it gets back.
+    Enroll {
+        /// The one-time enrollment token (from `meshtable enroll-token create`)
+        #[arg(long, value_name = "TOKEN", env = "MESHTABLE_ENROLL_TOKEN", hide_env_values = true)]
+        token: String,
+        /// The controller's URL, http://host[:port]
+        #[arg(long, value_name = "URL")]
+        controller: String,
+        /// The hostname to register [default: this machine's]
+        #[arg(long, value_name = "NAME")]
+        hostname: Option<String>,
+    },
 }
 
 /// The TOML file. Keys are the flags' names with `_` for `-`.
@@ -208,6 +247,16 @@ pub struct FileConfig {
     pub state_dir: Option<PathBuf>,
     /// See [`Cli::log`].
     pub log: Option<String>,
+    /// See [`Cli::babeld_socket`].
+    pub babeld_socket: Option<String>,
+    /// See [`Cli::salt_file`].
+    pub salt_file: Option<PathBuf>,
+    /// See [`Cli::dnsmasq_leases`].
+    pub dnsmasq_leases: Option<PathBuf>,
+    /// See [`Cli::odhcpd_leases`].
+    pub odhcpd_leases: Option<PathBuf>,
+    /// See [`Cli::identity_dir`].
+    pub identity_dir: Option<PathBuf>,
     /// Where the router stands; announced in the hello.
     pub location: Option<Location>,
 }
@@ -245,8 +294,33 @@ pub struct Config {
     pub state_dir: PathBuf,
     /// Log filter, when set.
     pub log: Option<String>,
+    /// babeld's socket, lease files and client-id salt.
+    pub mesh: MeshSources,
+    /// The identity directory (see [`crate::enroll`]).
+    pub identity_dir: PathBuf,
     /// Where the router stands.
     pub location: Option<Location>,
+}
+
+/// The mesh collectors' sources: each given path over its default;
+/// `babeld_socket = "off"` (or empty) does not ask babeld.
+fn mesh_sources(
+    babeld: Option<String>,
+    salt_file: Option<PathBuf>,
+    dnsmasq_leases: Option<PathBuf>,
+    odhcpd_leases: Option<PathBuf>,
+) -> MeshSources {
+    let d = MeshSources::default();
+    MeshSources {
+        babeld: match babeld.as_deref().map(str::trim) {
+            None => d.babeld,
+            Some("off" | "") => None,
+            Some(s) => Some(BabelSocket::parse(s)),
+        },
+        salt_file: salt_file.unwrap_or(d.salt_file),
+        dnsmasq_leases: dnsmasq_leases.unwrap_or(d.dnsmasq_leases),
+        odhcpd_leases: odhcpd_leases.unwrap_or(d.odhcpd_leases),
+    }
 }
 
 /// Parses `mqtt://[user:password@]host[:port]` (see [`BrokerUrl::parse`]).
@@ -337,6 +411,10 @@ impl Config {
         if !(1..=MAX_SPOOL_DRAIN_RATE).contains(&spool_drain_rate) {
             return Err(ConfigError::SpoolDrainRate(spool_drain_rate));
         }
+        let identity_dir = cli
+            .identity_dir
+            .or(file.identity_dir)
+            .unwrap_or_else(|| crate::enroll::DEFAULT_IDENTITY_DIR.into());
         let state_dir = cli
             .state_dir
             .or(file.state_dir)
@@ -370,7 +448,16 @@ impl Config {
                 .unwrap_or_else(|| "/proc".into()),
             state_dir,
             log: cli.log.or(file.log),
+            mesh: mesh_sources(
+                cli.babeld_socket.or(file.babeld_socket),
+                cli.salt_file
+                    .or(file.salt_file)
+                    .or_else(|| Some(identity_dir.join(crate::enroll::SALT_FILE))),
+                cli.dnsmasq_leases.or(file.dnsmasq_leases),
+                cli.odhcpd_leases.or(file.odhcpd_leases),
+            ),
             location: file.location,
+            identity_dir,
         })
     }
 
@@ -477,7 +564,7 @@ mod tests {
             ),
             (
                 Cli {
-                    interval: Some(Duration::from_millis(500)),
+                    interval: Some(Duration::from_millis(50)),
                     ..Cli::default()
                 },
                 "invalid --interval",
@@ -637,5 +724,41 @@ mod tests {
         assert_eq!(cli.state_dir, Some(PathBuf::from("/run/meshtable")));
         assert_eq!((cli.queue_capacity, cli.once), (Some(5), true));
         assert!(Cli::try_parse_from(["meshtable-agent", "--interval", "often"]).is_err());
+    }
+
+    #[test]
+    fn mesh_sources_flags_over_file_over_defaults() {
+        let d = Config::merge(Cli::default(), FileConfig::default()).unwrap();
+        let defaults = MeshSources::default();
+        assert_eq!(
+            (&d.mesh.dnsmasq_leases, &d.mesh.odhcpd_leases),
+            (&defaults.dnsmasq_leases, &defaults.odhcpd_leases)
+        );
+        assert_eq!(d.mesh.salt_file, d.identity_dir.join("salt"));
+        assert_eq!(
+            d.mesh.babeld,
+            Some(BabelSocket::Unix("/var/run/babeld.sock".into()))
+        );
+        let file = parse_file(
+            "babeld_socket = \"[::1]:33123\"\nsalt_file = \"/etc/s\"\ndnsmasq_leases = \"/tmp/l\"\n",
+        )
+        .unwrap();
+        let c = Config::merge(Cli::default(), file.clone()).unwrap();
+        assert_eq!(c.mesh.babeld, Some(BabelSocket::Tcp("[::1]:33123".into())));
+        assert_eq!(c.mesh.salt_file, PathBuf::from("/etc/s"));
+        assert_eq!(c.mesh.dnsmasq_leases, PathBuf::from("/tmp/l"));
+        assert_eq!(c.mesh.odhcpd_leases, PathBuf::from("/tmp/hosts/odhcpd"));
+        let cli = Cli::try_parse_from([
+            "meshtable-agent",
+            "--babeld-socket",
+            "off",
+            "--odhcpd-leases",
+            "/tmp/o",
+        ])
+        .unwrap();
+        let c = Config::merge(cli, file).unwrap();
+        assert_eq!(c.mesh.babeld, None);
+        assert_eq!(c.mesh.odhcpd_leases, PathBuf::from("/tmp/o"));
+        assert_eq!(c.mesh.salt_file, PathBuf::from("/etc/s"));
     }
 }

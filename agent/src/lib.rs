@@ -29,6 +29,7 @@ pub mod backoff;
 pub mod collect;
 pub mod config;
 pub mod encode;
+pub mod enroll;
 pub mod publish;
 pub mod spool;
 pub mod state;
@@ -62,6 +63,26 @@ pub enum AgentError {
     /// The spool directory cannot be used.
     #[error(transparent)]
     Spool(#[from] SpoolError),
+    /// The identity directory cannot be used.
+    #[error(transparent)]
+    Enroll(#[from] enroll::EnrollError),
+}
+
+/// Applies the identity `enroll` left in `config.identity_dir`, if any: the
+/// enrolled network and node id replace the configured ones, and its broker
+/// login is used unless `--mqtt-url` names one.
+pub fn apply_identity(mut config: Config) -> Result<Config, AgentError> {
+    if let Some(id) = enroll::read_identity(&config.identity_dir)? {
+        if config.network != id.network || config.node_id.as_ref().is_some_and(|n| *n != id.node) {
+            info!(network = %id.network, node = %id.node, "using the enrolled identity");
+        }
+        config.network = id.network;
+        config.node_id = Some(id.node);
+        if config.broker.credentials.is_none() {
+            config.broker.credentials = Some((id.mqtt_username, id.mqtt_password));
+        }
+    }
+    Ok(config)
 }
 
 /// The node id: the configured one, else the primary interface's MAC.
@@ -84,6 +105,7 @@ pub fn collector(config: &Config, node: &str) -> Collector {
         config.interval_ms(),
     );
     c.location = config.location.clone();
+    c.mesh = config.mesh.clone();
     c
 }
 
@@ -147,7 +169,13 @@ pub async fn run(
 ) -> Result<(), AgentError> {
     let seqs = open_state(config)?;
     let spool = open_spool(config)?;
+    let signer = enroll::load(&config.identity_dir)?.map(|(_, s)| s);
+    match &signer {
+        Some(s) => info!(identity_dir = %config.identity_dir.display(), node = %s.node, "reports are signed"),
+        None => info!(identity_dir = %config.identity_dir.display(), "not enrolled, reports are unsigned"),
+    }
     let publish = PublishConfig {
+        signer,
         broker: config.broker.clone(),
         network: config.network.clone(),
         node: node.to_owned(),

@@ -5,6 +5,7 @@ use std::process::ExitCode;
 
 use anyhow::Context as _;
 use clap::Parser as _;
+use meshtable_agent::config::AgentCommand;
 use meshtable_agent::{Cli, Config};
 use tracing_subscriber::EnvFilter;
 
@@ -19,7 +20,9 @@ fn main() -> ExitCode {
 }
 
 fn run() -> anyhow::Result<()> {
-    let config = Config::load(Cli::parse())?;
+    let mut cli = Cli::parse();
+    let command = cli.command.take();
+    let config = Config::load(cli)?;
     let filter = match &config.log {
         Some(f) => EnvFilter::try_new(f).with_context(|| format!("invalid --log {f:?}"))?,
         None => EnvFilter::try_from_default_env().unwrap_or_else(|_| EnvFilter::new("info")),
@@ -30,6 +33,15 @@ fn run() -> anyhow::Result<()> {
         .with_ansi(std::io::stderr().is_terminal())
         .init();
 
+    if let Some(AgentCommand::Enroll {
+        token,
+        controller,
+        hostname,
+    }) = command
+    {
+        return enroll(&config, token, controller, hostname);
+    }
+    let config = meshtable_agent::apply_identity(config)?;
     let node = meshtable_agent::node_id(&config)?;
     if config.once {
         let json = meshtable_agent::once(&config, &node)?;
@@ -59,4 +71,41 @@ fn shutdown_signal() -> anyhow::Result<impl std::future::Future<Output = ()>> {
         };
         tracing::info!(signal = name, "shutting down");
     })
+}
+
+/// `meshtable-agent enroll`: registers this router and keeps its identity.
+fn enroll(
+    config: &Config,
+    token: String,
+    controller: String,
+    hostname: Option<String>,
+) -> anyhow::Result<()> {
+    use meshtable_agent::enroll::{self, EnrollRequest};
+    let hostname = hostname.or_else(|| {
+        std::fs::read_to_string("/proc/sys/kernel/hostname")
+            .ok()
+            .map(|h| h.trim().to_owned())
+            .filter(|h| !h.is_empty())
+    });
+    let id = enroll::enroll(&EnrollRequest {
+        dir: config.identity_dir.clone(),
+        controller,
+        token,
+        hostname,
+    })?;
+    tracing::info!(
+        network = %id.network,
+        node = %id.node,
+        identity_dir = %config.identity_dir.display(),
+        "enrolled"
+    );
+    writeln!(
+        std::io::stdout().lock(),
+        "enrolled as node {} of network {}; identity in {}",
+        id.node,
+        id.network,
+        config.identity_dir.display()
+    )
+    .context("cannot write to stdout")?;
+    Ok(())
 }

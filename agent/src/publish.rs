@@ -112,6 +112,9 @@ pub struct PublishConfig {
     pub interval: Duration,
     /// Reports per second sent from the spool, at most.
     pub drain_rate: u32,
+    /// Signs every message (hello, state, the last will, telemetry and
+    /// replays) when the router is enrolled.
+    pub signer: Option<crate::enroll::Signer>,
 }
 
 /// Paces the spool's drain: at most `rate` reports per second, in bursts of
@@ -159,6 +162,7 @@ enum Tag {
 
 struct Driver {
     client: AsyncClient,
+    signer: Option<crate::enroll::Signer>,
     topics: Topics,
     collector: Collector,
     spool: Spool,
@@ -191,7 +195,10 @@ fn mqtt_options(cfg: &PublishConfig, topics: &Topics) -> MqttOptions {
         .set_max_packet_size(16 * 1024, MAX_PAYLOAD + 1024)
         .set_last_will(LastWill::new(
             topics.state.clone(),
-            encode::offline(None),
+            match &cfg.signer {
+                Some(s) => s.seal(&topics.state, &encode::offline(None)),
+                None => encode::offline(None),
+            },
             QoS::AtLeastOnce,
             true,
         ));
@@ -215,6 +222,7 @@ pub async fn run(
     let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg, &topics), WINDOW + 8);
     let mut driver = Driver {
         client,
+        signer: cfg.signer.clone(),
         topics,
         collector,
         spool,
@@ -328,6 +336,10 @@ impl Driver {
     }
 
     fn publish(&mut self, tag: Tag, topic: &str, retain: bool, payload: Vec<u8>) -> bool {
+        let payload = match &self.signer {
+            Some(s) => s.seal(topic, &payload),
+            None => payload,
+        };
         match self
             .client
             .try_publish(topic, QoS::AtLeastOnce, retain, payload)

@@ -1,8 +1,21 @@
 //! Collect: everything a report says about the router, read from the kernel
-//! (`/proc`, rtnetlink, `uname`, `statvfs`) and a few release files.
+//! (`/proc`, rtnetlink, generic netlink, `uname`, `statvfs`), a few release
+//! and lease files, and babeld's local socket.
+//!
+//! The mesh collectors ([`mesh`]) never stop a report: a missing driver,
+//! module, daemon or file gives an empty part (debug log), and malformed
+//! input is skipped with a warning.
 
+pub mod babeld;
+pub mod batadv;
+pub mod board;
+pub mod clients;
+pub mod genl;
+pub mod mesh;
 pub mod netlink;
+pub mod nl80211;
 pub mod proc;
+pub mod route;
 pub mod system;
 
 use std::path::PathBuf;
@@ -11,6 +24,8 @@ use std::time::{SystemTime, UNIX_EPOCH};
 use meshtable_proto::{Hello, InterfaceInfo, Location, MAX_INTERFACES, Telemetry, VERSION};
 use tracing::warn;
 
+use self::board::BoardPaths;
+use self::mesh::MeshSources;
 use self::netlink::{Link, NetlinkError};
 use self::proc::ProcError;
 use self::system::{SystemError, SystemPaths};
@@ -47,6 +62,10 @@ pub struct Collector {
     pub interval_ms: u32,
     /// Where the router is, when configured.
     pub location: Option<Location>,
+    /// Firmware release and board name files.
+    pub board: BoardPaths,
+    /// babeld's socket, the lease files and the client-id salt.
+    pub mesh: MeshSources,
 }
 
 fn wireless_probe(sys_class_net: &std::path::Path) -> impl Fn(&str) -> bool + '_ {
@@ -103,6 +122,8 @@ impl Collector {
             node,
             interval_ms,
             location: None,
+            board: BoardPaths::default(),
+            mesh: MeshSources::default(),
         }
     }
 
@@ -137,6 +158,8 @@ impl Collector {
             interfaces,
             location: self.location.clone(),
             interval_ms: self.interval_ms,
+            board: board::read_board(&self.board),
+            firmware: board::read_firmware(&self.board),
         })
     }
 
@@ -146,6 +169,7 @@ impl Collector {
         let p = proc::read_snapshot(&self.proc_root)?;
         let fs = system::statvfs(&self.system.rootfs)?;
         let links = read_links(&self.sys_class_net)?;
+        let m = mesh::collect(&self.mesh, &links);
         Ok(Telemetry {
             v: VERSION,
             node: self.node.clone(),
@@ -162,6 +186,12 @@ impl Collector {
             interfaces: links.into_iter().map(|l| l.counters).collect(),
             dropped,
             backfill: false,
+            radios: m.radios,
+            stations: m.stations,
+            neighbours: m.neighbours,
+            routes: m.routes,
+            clients: m.clients,
+            gateway: m.gateway,
         })
     }
 }
