@@ -13,6 +13,10 @@ pub use sea_orm_migration::MigratorTrait;
 use sea_orm_migration::prelude::*;
 
 mod m20261128_000001_create_tables;
+mod m20261128_100000_rollups;
+mod m20261128_300000_node_trust;
+mod m20261128_400000_accounts;
+mod m20261128_500000_topology_liveness;
 
 /// Every migration step, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -21,7 +25,13 @@ pub struct Migrator;
 #[async_trait::async_trait]
 impl MigratorTrait for Migrator {
     fn migrations() -> Vec<Box<dyn MigrationTrait>> {
-        vec![Box::new(m20261128_000001_create_tables::Migration)]
+        vec![
+            Box::new(m20261128_000001_create_tables::Migration),
+            Box::new(m20261128_100000_rollups::Migration),
+            Box::new(m20261128_300000_node_trust::Migration),
+            Box::new(m20261128_400000_accounts::Migration),
+            Box::new(m20261128_500000_topology_liveness::Migration),
+        ]
     }
 }
 

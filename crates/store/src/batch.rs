@@ -30,7 +30,8 @@ use sea_orm::{
     QueryTrait, Statement, Value,
 };
 
-use crate::derive::{Ticks, bps, cpu_busy_ratio, sample_time, sat, widen};
+use crate::clock::{Anchors, Placement};
+use crate::derive::{Ticks, bps, cpu_busy_ratio, sat, widen};
 use crate::entity::{interface_sample, network, node, sample};
 use crate::write::clean;
 use crate::{Backend, NodeStatus, Store, StoreError};
@@ -186,6 +187,8 @@ impl NodeKeys {
 struct NodeState {
     row: node::Model,
     changed: bool,
+    /// Status changes (time, new status), for the state history.
+    transitions: Vec<(i64, NodeStatus)>,
 }
 
 impl NodeState {
@@ -200,6 +203,7 @@ impl NodeState {
         if row.status != status.as_str() {
             row.status_since_ms = received_ms;
             row.status = status.as_str().to_owned();
+            self.transitions.push((received_ms, status));
         }
         if let Some(h) = hello {
             row.hostname.clone_from(&h.hostname);
@@ -288,6 +292,18 @@ impl Store {
             ids
         };
         let stored_prev = load_samples(&txn, &prev_ids).await?;
+        let boots: Vec<(i64, String)> = {
+            let mut b: Vec<(i64, String)> =
+                tele_keys.iter().map(|(n, b, _)| (*n, b.clone())).collect();
+            b.sort_unstable();
+            b.dedup();
+            b
+        };
+        let mut anchors = Anchors::load(&txn, &boots).await?;
+        // (node id, series time) of every new sample, for the rollups.
+        let mut placed: Vec<(i64, i64)> = Vec::new();
+        // (position, mesh parts) of every new sample, for the topology.
+        let mut mesh: Vec<(usize, crate::topology::MeshReport<'_>)> = Vec::new();
 
         // Replay in order.
         let mut outcomes = Vec::with_capacity(items.len());
@@ -342,7 +358,20 @@ impl Store {
                         (Some(d), Some(b)) => Some(if b.seq > d.seq { b } else { d }),
                         (d, b) => d.or(b),
                     };
-                    let (new, this) = new_sample(i, node_id, boot_id, t, item.received_ms, prev);
+                    let at = anchors.place(
+                        node_id,
+                        &boot_id,
+                        t,
+                        item.received_ms,
+                        self.clock_max_skew_ms,
+                    );
+                    placed.push((node_id, at.t_ms));
+                    mesh.push((
+                        i,
+                        crate::topology::mesh_report(node_id, t, at.t_ms, item.received_ms),
+                    ));
+                    let (new, this) =
+                        new_sample(i, node_id, boot_id, t, item.received_ms, at, prev);
                     group.insert(seq, this);
                     new_samples.push(new);
                     outcomes.push(Outcome::Inserted);
@@ -353,9 +382,26 @@ impl Store {
             }
         }
 
+        anchors.save(&txn).await?;
+        crate::rollup::mark_dirty(&txn, &placed).await?;
         self.insert_samples(&txn, new_samples, &mut outcomes)
             .await?;
         self.update_nodes(&txn, &nodes).await?;
+        let transitions: Vec<(i64, i64, &str)> = nodes
+            .iter()
+            .flat_map(|n| {
+                n.transitions
+                    .iter()
+                    .map(|&(t, s)| (n.row.id, t, s.as_str()))
+            })
+            .collect();
+        crate::liveness::record_states(&txn, &transitions).await?;
+        let mesh: Vec<_> = mesh
+            .into_iter()
+            .filter(|(i, _)| outcomes[*i] == Outcome::Inserted)
+            .map(|(_, m)| m)
+            .collect();
+        crate::topology::record_reports(&txn, &mesh).await?;
         txn.commit().await?;
         Ok(outcomes)
     }
@@ -460,6 +506,7 @@ impl Store {
                     .map(|row| NodeState {
                         row,
                         changed: false,
+                        transitions: Vec::new(),
                     })
                     .ok_or_else(|| {
                         StoreError::Database(sea_orm::DbErr::RecordNotFound(format!(
@@ -542,21 +589,39 @@ impl Store {
         let backend = txn.get_database_backend();
         let mut ids: HashMap<SampleKey, i64> = HashMap::with_capacity(new_samples.len());
         let rows: Vec<sample::ActiveModel> = new_samples.iter().map(|s| s.row.clone()).collect();
-        for chunk in chunked(rows, 26) {
-            let mut insert = sample::Entity::insert_many(chunk)
-                .on_conflict_do_nothing_on([
-                    sample::Column::NodeId,
-                    sample::Column::BootId,
-                    sample::Column::Seq,
-                ])
-                .into_query();
-            insert.returning(Query::returning().columns([
-                sample::Column::Id,
-                sample::Column::NodeId,
-                sample::Column::BootId,
-                sample::Column::Seq,
-            ]));
-            for row in txn.query_all_raw(backend.build(&insert)).await? {
+        // PostgreSQL: one UNNEST statement (see `crate::unnest`); else multi-row inserts.
+        let unnest = match self.backend {
+            Backend::Postgres => crate::unnest::insert_statement(
+                &rows,
+                "ON CONFLICT (node_id, boot_id, seq) DO NOTHING \
+                 RETURNING id, node_id, boot_id, seq",
+            ),
+            Backend::Sqlite => None,
+        };
+        let statements: Vec<Statement> = match unnest {
+            Some(statement) => vec![statement],
+            None => chunked(rows, 26)
+                .into_iter()
+                .map(|chunk| {
+                    let mut insert = sample::Entity::insert_many(chunk)
+                        .on_conflict_do_nothing_on([
+                            sample::Column::NodeId,
+                            sample::Column::BootId,
+                            sample::Column::Seq,
+                        ])
+                        .into_query();
+                    insert.returning(Query::returning().columns([
+                        sample::Column::Id,
+                        sample::Column::NodeId,
+                        sample::Column::BootId,
+                        sample::Column::Seq,
+                    ]));
+                    backend.build(&insert)
+                })
+                .collect(),
+        };
+        for statement in statements {
+            for row in txn.query_all_raw(statement).await? {
                 let key: SampleKey = (
                     row.try_get("", "node_id")?,
                     row.try_get("", "boot_id")?,
@@ -582,10 +647,18 @@ impl Store {
                 ifaces.push(row);
             }
         }
-        for chunk in chunked(ifaces, 12) {
-            interface_sample::Entity::insert_many(chunk)
-                .exec_without_returning(txn)
-                .await?;
+        let unnest = match self.backend {
+            Backend::Postgres => crate::unnest::insert_statement(&ifaces, ""),
+            Backend::Sqlite => None,
+        };
+        if let Some(statement) = unnest {
+            txn.execute_raw(statement).await?;
+        } else {
+            for chunk in chunked(ifaces, 12) {
+                interface_sample::Entity::insert_many(chunk)
+                    .exec_without_returning(txn)
+                    .await?;
+            }
         }
         Ok(())
     }
@@ -596,22 +669,52 @@ impl Store {
         txn: &DatabaseTransaction,
         nodes: &[NodeState],
     ) -> Result<(), StoreError> {
-        for n in nodes.iter().filter(|n| n.changed) {
-            let r = &n.row;
-            node::Entity::update_many()
-                .col_expr(node::Column::Hostname, Expr::val(r.hostname.clone()))
-                .col_expr(node::Column::Model, Expr::val(r.model.clone()))
-                .col_expr(node::Column::Hello, Expr::val(r.hello.clone()))
-                .col_expr(node::Column::IntervalMs, Expr::val(r.interval_ms))
-                .col_expr(node::Column::Status, Expr::val(r.status.clone()))
-                .col_expr(node::Column::StatusSinceMs, Expr::val(r.status_since_ms))
-                .col_expr(node::Column::LastSeenMs, Expr::val(r.last_seen_ms))
+        let changed = nodes.iter().filter(|n| n.changed).map(|n| &n.row);
+        if self.backend == Backend::Postgres {
+            // One UNNEST statement for all of them (see `crate::unnest`).
+            let Some(first) = changed.clone().next() else {
+                return Ok(());
+            };
+            let mut names = vec![sea_orm::Iden::to_string(&node::Column::Id)];
+            names.extend(node_updates(first).map(|(c, _)| sea_orm::Iden::to_string(&c)));
+            let rows: Vec<Vec<Value>> = changed
+                .clone()
+                .map(|r| {
+                    let mut row = vec![Value::from(r.id)];
+                    row.extend(node_updates(r).map(|(_, v)| v));
+                    row
+                })
+                .collect();
+            if let Some(statement) = crate::unnest::update_statement("node", names, rows) {
+                txn.execute_raw(statement).await?;
+                return Ok(());
+            }
+        }
+        for r in changed {
+            let mut update = node::Entity::update_many();
+            for (column, value) in node_updates(r) {
+                update = update.col_expr(column, Expr::val(value));
+            }
+            update
                 .filter(node::Column::Id.eq(r.id))
                 .exec(txn)
                 .await?;
         }
         Ok(())
     }
+}
+
+/// The node columns a batch writes back, with their replayed values.
+fn node_updates(r: &node::Model) -> [(node::Column, Value); 7] {
+    [
+        (node::Column::Hostname, r.hostname.clone().into()),
+        (node::Column::Model, r.model.clone().into()),
+        (node::Column::Hello, r.hello.clone().into()),
+        (node::Column::IntervalMs, r.interval_ms.into()),
+        (node::Column::Status, r.status.clone().into()),
+        (node::Column::StatusSinceMs, r.status_since_ms.into()),
+        (node::Column::LastSeenMs, r.last_seen_ms.into()),
+    ]
 }
 
 /// Reads stored samples and their interfaces by id.
@@ -668,9 +771,10 @@ fn new_sample(
     boot_id: String,
     t: &Telemetry,
     received_ms: i64,
+    at: Placement,
     prev: Option<&PrevSample>,
 ) -> (NewSample, PrevSample) {
-    let (t_ms, clock_ok) = sample_time(t.time_ms, received_ms);
+    let (t_ms, clock_ok) = (at.t_ms, at.clock_ok);
     let seq = sat(t.seq);
     let uptime_ms = sat(t.uptime_ms);
     let ticks = Ticks::from_proto(&t.cpu);

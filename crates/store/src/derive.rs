@@ -1,4 +1,5 @@
-//! Pure derivations from reports: the sample time, rates and CPU busy ratio.
+//! Pure derivations from reports: rates and CPU busy ratio (the sample
+//! time is `clock`'s).
 //! No IO here; `write` feeds these from the previous stored sample.
 
 use meshtable_proto::CpuTimes;
@@ -6,24 +7,9 @@ use meshtable_proto::CpuTimes;
 /// 2020-01-01T00:00:00Z: a router clock before this has not been set.
 pub(crate) const CLOCK_MIN_MS: i64 = 1_577_836_800_000;
 
-/// How far a router clock may run ahead of the controller's.
-pub(crate) const CLOCK_MAX_AHEAD_MS: i64 = 5 * 60 * 1000;
-
 /// Wire counters are u64; the database stores i64, saturating.
 pub(crate) fn sat(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
-}
-
-/// The time of a sample for series, and whether it is the router's clock:
-/// `time_ms` when plausible (after 2020-01-01, at most five minutes ahead of
-/// `received_ms`), else `received_ms`.
-pub(crate) fn sample_time(time_ms: u64, received_ms: i64) -> (i64, bool) {
-    let t = sat(time_ms);
-    if t >= CLOCK_MIN_MS && t <= received_ms.saturating_add(CLOCK_MAX_AHEAD_MS) {
-        (t, true)
-    } else {
-        (received_ms, false)
-    }
 }
 
 /// Bits per second between two readings of a cumulative byte counter, taken
@@ -100,29 +86,6 @@ pub(crate) fn widen(x: f32) -> f64 {
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    const NOW: i64 = 1_764_344_400_000;
-
-    #[test]
-    fn clock_plausibility() {
-        #[track_caller]
-        fn check(time_ms: u64, expect: (i64, bool)) {
-            assert_eq!(sample_time(time_ms, NOW), expect, "time_ms {time_ms}");
-        }
-        check(NOW as u64, (NOW, true));
-        check(NOW as u64 - 3_600_000, (NOW - 3_600_000, true));
-        check(CLOCK_MIN_MS as u64, (CLOCK_MIN_MS, true));
-        check(CLOCK_MIN_MS as u64 - 1, (NOW, false));
-        // An unset RTC: 1970 plus uptime.
-        check(86_400_000, (NOW, false));
-        check(0, (NOW, false));
-        check(
-            (NOW + CLOCK_MAX_AHEAD_MS) as u64,
-            (NOW + CLOCK_MAX_AHEAD_MS, true),
-        );
-        check((NOW + CLOCK_MAX_AHEAD_MS) as u64 + 1, (NOW, false));
-        check(u64::MAX, (NOW, false));
-    }
 
     #[test]
     fn rates() {

@@ -33,18 +33,34 @@
 //! sample lacks, or an uptime that did not advance give no value (`null`);
 //! never a negative one.
 //!
-//! A sample's series time is the router's clock when it is plausible (after
-//! 2020-01-01 and at most five minutes ahead of the controller), else the
-//! reception time; `clock_ok` records which.
+//! A sample's series time is the router's clock when it passes the checks
+//! of [`clock`] (plausible, and near the reception time for a live report),
+//! else derived from the boot's anchor (see [`clock`]); `clock_ok` records
+//! which.
+//!
+//! History (5-minute and hourly rollups, resolution picking) is in
+//! [`rollup`], retention in [`retention`].
 
+pub mod accounts;
+pub mod aggregate;
+pub mod audit;
 mod batch;
+pub mod clock;
 mod derive;
 mod entity;
 mod error;
+pub mod liveness;
 mod metric;
 mod read;
+pub mod registry;
+pub mod retention;
+pub mod rollup;
+pub mod sites;
 pub mod time;
+pub mod topology;
 mod types;
+mod probe;
+mod unnest;
 mod write;
 
 use std::path::{Path, PathBuf};
@@ -56,7 +72,11 @@ use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynch
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr};
 
 pub use batch::{Content, Incoming, Outcome};
+pub use clock::ClockStatus;
+pub use retention::RetentionReport;
+pub use rollup::{HistoryPolicy, ReconcileReport, Resolution, Series, SeriesPoint};
 pub use error::StoreError;
+pub use probe::ReportKey;
 pub use metric::Metric;
 pub use types::{
     Backend, InterfaceSample, NetworkSummary, NodeDetail, NodeStatus, NodeSummary, Point, Recorded,
@@ -74,6 +94,8 @@ const SQLITE_FILE_CONNECTIONS: u32 = 4;
 pub struct Store {
     db: DatabaseConnection,
     backend: Backend,
+    /// Tolerance between a live report's clock and its reception (see [`clock`]).
+    clock_max_skew_ms: i64,
 }
 
 /// Where a `sqlite:` URL points.
@@ -237,7 +259,19 @@ impl Store {
         let db = connect_pool(opts, backend).await?;
         migrate(&db).await?;
         tracing::debug!(backend = ?backend, "database ready");
-        Ok(Store { db, backend })
+        Ok(Store {
+            db,
+            backend,
+            clock_max_skew_ms: clock::DEFAULT_MAX_SKEW_MS,
+        })
+    }
+
+    /// This store with another tolerance between a live report's clock and
+    /// its reception time (default [`clock::DEFAULT_MAX_SKEW_MS`], five
+    /// minutes); see [`clock`].
+    pub fn with_clock_max_skew_ms(mut self, ms: i64) -> Store {
+        self.clock_max_skew_ms = ms.max(0);
+        self
     }
 
     /// Which database this is.

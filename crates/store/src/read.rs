@@ -155,10 +155,15 @@ impl Store {
             first_seen_ms: row.first_seen_ms,
             last_seen_ms: row.last_seen_ms,
         };
+        let clock = match &latest {
+            Some(l) => self.clock_status(row.id, &l.boot_id, l.clock_ok).await?,
+            None => None,
+        };
         Ok(Some(NodeDetail {
             summary,
             hello,
             latest,
+            clock,
         }))
     }
 

@@ -118,7 +118,8 @@ pub struct NodeSummary {
 /// A node with its latest hello and latest sample.
 ///
 /// JSON: [`NodeSummary`]'s fields, plus `"hello"` (the hello as proto JSON, or
-/// `null`) and `"latest"` (a [`Sample`] or `null`).
+/// `null`), `"latest"` (a [`Sample`] or `null`) and `"clock"` (a
+/// [`crate::ClockStatus`] or `null`).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct NodeDetail {
     /// The listing fields.
@@ -128,6 +129,10 @@ pub struct NodeDetail {
     pub hello: Option<Hello>,
     /// The sample with the latest time, if any.
     pub latest: Option<Sample>,
+    /// The clock of the latest sample's boot: skew, flag and boot anchor
+    /// (see [`crate::clock`]); `None` before a report anchored the boot.
+    #[serde(default)]
+    pub clock: Option<crate::ClockStatus>,
 }
 
 /// One stored telemetry report.

@@ -136,6 +136,7 @@ impl Store {
             .all(&txn)
             .await?;
         let mut changed = Vec::new();
+        let mut history = Vec::new();
         for (id, network, node, last_seen_ms, interval_ms) in online {
             let interval = Ord::max(interval_ms.unwrap_or(default_interval_ms), 0);
             let deadline = now_ms.saturating_sub(interval.saturating_mul(i64::from(missed)));
@@ -156,8 +157,10 @@ impl Store {
                 .await?;
             if res.rows_affected == 1 {
                 changed.push((network, node));
+                history.push((id, now_ms, NodeStatus::Offline.as_str()));
             }
         }
+        crate::liveness::record_states(&txn, &history).await?;
         txn.commit().await?;
         Ok(changed)
     }
