@@ -15,12 +15,15 @@ use axum::routing::get;
 use axum::{Json, Router};
 use meshtable_proto::validate_id;
 use meshtable_store::time::{format_rfc3339_ms, parse_rfc3339_ms};
-use meshtable_store::{Metric, NetworkSummary, NodeDetail, NodeSummary, Point, Store, StoreError};
+use meshtable_store::{
+    Metric, NetworkSummary, NodeSummary, Resolution, SeriesPoint, Store, StoreError,
+};
 use serde::Serialize;
 use tower_http::limit::RequestBodyLimitLayer;
 use tower_http::timeout::TimeoutLayer;
 use tracing::{error, warn};
 
+use crate::auth::{Action, Caller};
 use crate::ingest::now_ms;
 use crate::metrics::{self, Metrics};
 use crate::web;
@@ -44,9 +47,22 @@ pub enum ApiError {
     /// The request is wrong: 400.
     #[error("{0}")]
     BadRequest(String),
-    /// The thing asked for does not exist: 404.
+    /// The thing asked for does not exist, or the caller has no role in its
+    /// network: 404.
     #[error("{0}")]
     NotFound(String),
+    /// Nobody is logged in, or the token is wrong, expired or revoked: 401.
+    #[error("{0}")]
+    Unauthorized(String),
+    /// The caller's role does not allow this, or the CSRF token is missing: 403.
+    #[error("{0}")]
+    Forbidden(String),
+    /// The thing to create exists: 409.
+    #[error("{0}")]
+    Conflict(String),
+    /// Too many attempts: 429, with a `Retry-After` of this many seconds.
+    #[error("too many attempts, try again in {0} s")]
+    TooManyRequests(u64),
     /// The store failed: 500 (its message is logged, not sent), or 400 for
     /// a query it refused.
     #[error(transparent)]
@@ -54,14 +70,25 @@ pub enum ApiError {
 }
 
 impl ApiError {
-    fn status(&self) -> StatusCode {
+    /// The HTTP status this error is answered with.
+    pub fn status(&self) -> StatusCode {
         match self {
             ApiError::BadRequest(_) | ApiError::Store(StoreError::BadQuery(_)) => {
                 StatusCode::BAD_REQUEST
             }
             ApiError::NotFound(_) => StatusCode::NOT_FOUND,
+            ApiError::Unauthorized(_) => StatusCode::UNAUTHORIZED,
+            ApiError::Forbidden(_) => StatusCode::FORBIDDEN,
+            ApiError::Conflict(_) => StatusCode::CONFLICT,
+            ApiError::TooManyRequests(_) => StatusCode::TOO_MANY_REQUESTS,
             ApiError::Store(_) => StatusCode::INTERNAL_SERVER_ERROR,
         }
+    }
+
+    /// The 404 for a network that does not exist or that the caller has no
+    /// role in: the same words for both, so existence never leaks.
+    pub fn unknown_network(network: &str) -> ApiError {
+        ApiError::NotFound(format!("unknown network {network}"))
     }
 }
 
@@ -79,7 +106,21 @@ impl IntoResponse for ApiError {
         } else {
             self.to_string()
         };
-        (status, Json(ErrorBody { error: message })).into_response()
+        let mut resp = (status, Json(ErrorBody { error: message })).into_response();
+        match self {
+            ApiError::Unauthorized(_) => {
+                resp.headers_mut().insert(
+                    header::WWW_AUTHENTICATE,
+                    header::HeaderValue::from_static("Bearer realm=\"meshtable\""),
+                );
+            }
+            ApiError::TooManyRequests(secs) => {
+                resp.headers_mut()
+                    .insert(header::RETRY_AFTER, header::HeaderValue::from(secs.max(1)));
+            }
+            _ => {}
+        }
+        resp
     }
 }
 
@@ -90,6 +131,12 @@ pub struct AppState {
     pub store: Store,
     /// The metrics registry.
     pub metrics: Arc<Metrics>,
+    /// Login limits and cookie settings.
+    pub auth: crate::auth::SharedAuth,
+    /// The node registry (networks, enrolled nodes), as ingest sees it.
+    pub registry: Arc<crate::registry::Registry>,
+    /// Enrollment attempts per source address.
+    pub enroll_limiter: Arc<crate::auth::RateLimiter>,
 }
 
 /// The whole HTTP service: API, web pages, metrics and health.
@@ -97,12 +144,19 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(web::index))
         .route("/networks/{network}", get(web::network))
+        .route("/login", get(web::login_form).post(web::login_submit))
+        .route("/logout", axum::routing::post(web::logout))
         .route("/healthz", get(healthz))
         .route("/metrics", get(metrics_handler))
         .route("/api/v1/networks", get(networks))
         .route("/api/v1/nodes", get(nodes))
         .route("/api/v1/nodes/{node}", get(node))
         .route("/api/v1/nodes/{node}/series", get(series))
+        .route("/api/v1/networks/{network}/summary", get(summary))
+        .merge(crate::auth::api::router())
+        .merge(crate::enroll::router())
+        .merge(crate::liveness::router())
+        .merge(crate::topology::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))
@@ -269,12 +323,15 @@ struct NetworksBody {
 
 async fn networks(
     State(s): State<AppState>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<NetworksBody>, ApiError> {
+    caller.require_user()?;
     parse_query(raw.as_deref(), &[])?;
-    Ok(Json(NetworksBody {
-        networks: s.store.networks().await?,
-    }))
+    let mut networks = s.store.networks().await?;
+    // Only the networks the caller has a role in.
+    networks.retain(|n| caller.sees(&n.id));
+    Ok(Json(NetworksBody { networks }))
 }
 
 #[derive(Serialize)]
@@ -284,24 +341,43 @@ struct NodesBody {
 
 async fn nodes(
     State(s): State<AppState>,
+    caller: Caller,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<NodesBody>, ApiError> {
+    caller.require_user()?;
     let mut q = parse_query(raw.as_deref(), &["network"])?;
     let network = parse_network(q.remove("network"))?;
-    Ok(Json(NodesBody {
-        nodes: s.store.nodes(network.as_deref()).await?,
-    }))
+    if let Some(n) = &network {
+        caller
+            .authorize_existing(&s.store, n, Action::ReadNodes)
+            .await?;
+    }
+    let mut nodes = s.store.nodes(network.as_deref()).await?;
+    // Without ?network=: the nodes of every network the caller may read.
+    nodes.retain(|n| caller.can(&n.network, Action::ReadNodes));
+    Ok(Json(NodesBody { nodes }))
 }
 
-/// Finds the network of `node`: the given one if the node is in it, the
-/// only one it is in, or an error asking for `network`.
+/// Finds the network of `node` among those `caller` may read nodes of: the
+/// given one if the node is in it, the only one it is in, or an error asking
+/// for `network`. Networks the caller has no role in are never named.
 async fn resolve_network(
     store: &Store,
+    caller: &Caller,
     node: &str,
     network: Option<&str>,
 ) -> Result<String, ApiError> {
+    caller.require_user()?;
     validate_id(node).map_err(|e| ApiError::BadRequest(format!("node: {e}")))?;
-    let found = store.find_node(node, network).await?;
+    if let Some(n) = network {
+        caller.authorize(n, Action::ReadNodes)?;
+    }
+    let mut found = store.find_node(node, network).await?;
+    found.retain(|n| caller.sees(&n.network));
+    if let [one] = found.as_slice() {
+        caller.authorize(&one.network, Action::ReadNodes)?;
+    }
+    found.retain(|n| caller.can(&n.network, Action::ReadNodes));
     match found.as_slice() {
         [] => Err(ApiError::NotFound(match network {
             Some(n) => format!("unknown node {node} in network {n}"),
@@ -321,17 +397,81 @@ async fn resolve_network(
 
 async fn node(
     State(s): State<AppState>,
+    caller: Caller,
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
-) -> Result<Json<NodeDetail>, ApiError> {
+) -> Result<Json<crate::topology::NodeDetailBody>, ApiError> {
     let mut q = parse_query(raw.as_deref(), &["network"])?;
     let network = parse_network(q.remove("network"))?;
-    let network = resolve_network(&s.store, &node, network.as_deref()).await?;
-    s.store
-        .node_detail(&network, &node)
-        .await?
-        .map(Json)
-        .ok_or_else(|| ApiError::NotFound(format!("unknown node {node} in network {network}")))
+    let network = resolve_network(&s.store, &caller, &node, network.as_deref()).await?;
+    let detail =
+        s.store.node_detail(&network, &node).await?.ok_or_else(|| {
+            ApiError::NotFound(format!("unknown node {node} in network {network}"))
+        })?;
+    // Radios, stations, neighbours, gateway, clients, site and state.
+    let mesh = s.store.node_mesh(&network, &node, now_ms()).await?;
+    Ok(Json(crate::topology::NodeDetailBody {
+        detail,
+        mesh: mesh.unwrap_or_default(),
+    }))
+}
+
+/// How far back `GET /api/v1/networks/{network}/summary` counts traffic.
+pub const SUMMARY_SPAN_MS: i64 = 24 * 3_600_000;
+
+/// A network in aggregate: nothing names a node, an address or a client.
+#[derive(Serialize)]
+struct SummaryBody {
+    network: String,
+    nodes: u64,
+    online: u64,
+    offline: u64,
+    /// Share of nodes online now, 0 to 1 (`null` without nodes).
+    availability: Option<f64>,
+    from: String,
+    to: String,
+    /// Bytes received and sent by all nodes from `from` to `to`.
+    traffic: meshtable_store::aggregate::Traffic,
+}
+
+/// `GET /api/v1/networks/{network}/summary`: for every role, funders included.
+async fn summary(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(network): Path<String>,
+    RawQuery(raw): RawQuery,
+) -> Result<Json<SummaryBody>, ApiError> {
+    parse_query(raw.as_deref(), &[])?;
+    validate_id(&network).map_err(|e| ApiError::BadRequest(format!("network: {e}")))?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ReadAggregates)
+        .await?;
+    let counts = s.store.networks().await?.into_iter().find(|n| n.id == network);
+    let counts = match counts {
+        Some(c) => c,
+        None if s.store.network_known(&network).await? => NetworkSummary {
+            id: network.clone(),
+            nodes: 0,
+            online: 0,
+            offline: 0,
+        },
+        None => return Err(ApiError::unknown_network(&network)),
+    };
+    let to_ms = now_ms();
+    let from_ms = to_ms - SUMMARY_SPAN_MS;
+    let traffic = s.store.network_traffic(&network, from_ms, to_ms).await?;
+    #[allow(clippy::cast_precision_loss)]
+    let availability = (counts.nodes > 0).then(|| counts.online as f64 / counts.nodes as f64);
+    Ok(Json(SummaryBody {
+        network,
+        nodes: counts.nodes,
+        online: counts.online,
+        offline: counts.offline,
+        availability,
+        from: format_rfc3339_ms(from_ms),
+        to: format_rfc3339_ms(to_ms),
+        traffic,
+    }))
 }
 
 #[derive(Serialize)]
@@ -342,19 +482,23 @@ struct SeriesBody {
     interface: Option<String>,
     from: String,
     to: String,
-    points: Vec<Point>,
+    /// `raw`, `5m` or `1h`: picked from the span (see `meshtable_store::rollup`).
+    resolution: Resolution,
+    points: Vec<SeriesPoint>,
 }
 
 async fn series(
     State(s): State<AppState>,
+    caller: Caller,
     Path(node): Path<String>,
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SeriesBody>, ApiError> {
+    caller.require_user()?;
     let q = parse_series_query(raw.as_deref(), now_ms())?;
-    let network = resolve_network(&s.store, &node, q.network.as_deref()).await?;
-    let points = s
+    let network = resolve_network(&s.store, &caller, &node, q.network.as_deref()).await?;
+    let series = s
         .store
-        .series(&network, &node, &q.metric, q.from_ms, q.to_ms)
+        .history(&network, &node, &q.metric, q.from_ms, q.to_ms)
         .await?;
     Ok(Json(SeriesBody {
         network,
@@ -363,7 +507,8 @@ async fn series(
         interface: q.metric.interface().map(str::to_owned),
         from: format_rfc3339_ms(q.from_ms),
         to: format_rfc3339_ms(q.to_ms),
-        points,
+        resolution: series.resolution,
+        points: series.points,
     }))
 }
 

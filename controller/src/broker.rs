@@ -8,9 +8,12 @@
 use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
+use std::sync::Arc;
 
 use rumqttd::{ConnectionSettings, RouterConfig, ServerSettings};
 use tokio::sync::oneshot;
+
+use crate::registry::Registry;
 
 /// Largest MQTT payload the embedded broker accepts. Larger than the wire
 /// format's limit ([`meshtable_proto::MAX_PAYLOAD`]) so that an oversized
@@ -57,9 +60,17 @@ pub fn reserve(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
     }
 }
 
-/// rumqttd's configuration for one plain MQTT 3.1.1 listener on `addr`.
+/// rumqttd's configuration for one plain MQTT 3.1.1 listener on `addr`,
+/// open to clients without a login.
 pub fn broker_config(addr: SocketAddr) -> rumqttd::Config {
-    let connections = ConnectionSettings {
+    broker_config_with_auth(addr, None)
+}
+
+/// rumqttd's configuration for one plain MQTT 3.1.1 listener on `addr`.
+/// With a registry, every client must log in: as the controller, or as an
+/// enrolled node that is not revoked (see [`Registry::check_login`]).
+pub fn broker_config_with_auth(addr: SocketAddr, auth: Option<Arc<Registry>>) -> rumqttd::Config {
+    let mut connections = ConnectionSettings {
         // Time a new TCP connection gets to send its CONNECT packet.
         connection_timeout_ms: 10_000,
         max_payload_size: MAX_BROKER_PAYLOAD,
@@ -70,6 +81,18 @@ pub fn broker_config(addr: SocketAddr) -> rumqttd::Config {
         // are kept), instead of growing a log per topic.
         dynamic_filters: false,
     };
+    if let Some(registry) = auth {
+        connections.set_auth_handler(move |_client_id, user: String, password: String| {
+            let ok = registry.check_login(&user, &password);
+            if !ok {
+                tracing::warn!(
+                    user = %user.chars().take(64).flat_map(char::escape_default).collect::<String>(),
+                    "embedded broker refused a login"
+                );
+            }
+            std::future::ready(ok)
+        });
+    }
     let server = ServerSettings {
         name: "meshtable-v4".to_owned(),
         listen: addr,
@@ -109,7 +132,15 @@ impl EmbeddedBroker {
     /// Starts rumqttd on `addr` (a concrete address, see [`reserve`]).
     /// Clients, the ingest connection first, retry until it listens.
     pub fn start(addr: SocketAddr) -> Result<EmbeddedBroker, BrokerError> {
-        let config = broker_config(addr);
+        EmbeddedBroker::start_with_auth(addr, None)
+    }
+
+    /// [`EmbeddedBroker::start`], checking every login against `auth` when given.
+    pub fn start_with_auth(
+        addr: SocketAddr,
+        auth: Option<Arc<Registry>>,
+    ) -> Result<EmbeddedBroker, BrokerError> {
+        let config = broker_config_with_auth(addr, auth);
         let (tx, exited) = oneshot::channel();
         std::thread::Builder::new()
             .name("meshtable-broker".to_owned())

@@ -31,6 +31,14 @@ pub const DEFAULT_DATA_DIR: &str = "./meshtable-data";
 pub const DEFAULT_OFFLINE_AFTER: u32 = 3;
 /// Default period of the liveness sweep.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Default raw sample retention (history).
+pub const DEFAULT_RAW_RETENTION: Duration = Duration::from_secs(14 * 86_400);
+/// Default rollup retention (history).
+pub const DEFAULT_ROLLUP_RETENTION: Duration = Duration::from_secs(400 * 86_400);
+/// Default period of the history job (rollup reconcile and retention).
+pub const DEFAULT_HISTORY_INTERVAL: Duration = Duration::from_secs(60);
+/// Default tolerance between a live report's clock and its reception time.
+pub const DEFAULT_CLOCK_MAX_SKEW: Duration = Duration::from_secs(300);
 /// Default log filter when neither `--log` nor `RUST_LOG` is set.
 pub const DEFAULT_LOG: &str = "info";
 /// Default report interval of simulated routers.
@@ -149,6 +157,22 @@ pub enum Command {
     /// directory (unless --data-dir or --database-url is given) and a simulated
     /// fleet of routers; busy default ports are replaced by free ones.
     Demo(DemoArgs),
+    /// Accounts and roles: `user add NAME`, `user grant USER NETWORK ROLE`.
+    User(crate::auth::cli::UserArgs),
+    /// API tokens for scripts: `token create --user NAME`, `token revoke ID`.
+    Token(crate::auth::cli::TokenArgs),
+    /// Networks (tenants): `network add <id> [--accept-unsigned]`.
+    #[command(subcommand)]
+    Network(crate::trust_cli::NetworkCommand),
+    /// Enrollment tokens for routers: `enroll-token create --network N`.
+    #[command(subcommand)]
+    EnrollToken(crate::trust_cli::EnrollTokenCommand),
+    /// Enrolled nodes: `node revoke --network N <node>`.
+    #[command(subcommand)]
+    Node(crate::trust_cli::NodeCommand),
+    /// Mosquitto files from the registry: `mosquitto export --passwd FILE --acl FILE`.
+    #[command(subcommand)]
+    Mosquitto(crate::trust_cli::MosquittoCommand),
 }
 
 /// Flags of `meshtable serve` (and of `meshtable demo`).
@@ -190,6 +214,24 @@ pub struct ServeArgs {
     /// Log filter in RUST_LOG syntax, e.g. info or meshtable=debug [default: RUST_LOG, else info].
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
+    /// Let clients without a login use the embedded broker (agents that are not enrolled, in
+    /// networks that accept unsigned reports); otherwise only enrolled nodes and the controller
+    /// may connect [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub mqtt_allow_anonymous: Option<bool>,
+    /// How long raw samples are kept, e.g. 14d [default: 14d].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub raw_retention: Option<Duration>,
+    /// How long 5-minute and hourly rollups are kept [default: 400d].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub rollup_retention: Option<Duration>,
+    /// How often rollups are brought up to date and retention runs [default: 1m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub history_interval: Option<Duration>,
+    /// A live report whose clock is further than this from its reception time is flagged
+    /// and placed by its boot's anchor [default: 5m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub clock_max_skew: Option<Duration>,
 }
 
 /// Flags of `meshtable demo`: those of `serve` plus the simulator's.
@@ -243,6 +285,8 @@ pub struct Layer {
     pub sweep_interval: Option<Duration>,
     /// `--log`.
     pub log: Option<String>,
+    /// `--mqtt-allow-anonymous`.
+    pub mqtt_allow_anonymous: Option<bool>,
     /// `--sim-network` (demo).
     pub sim_network: Option<SimNetwork>,
     /// `--sim-interval` (demo).
@@ -252,6 +296,18 @@ pub struct Layer {
     pub sim_churn: Option<f64>,
     /// `--sim-seed` (demo).
     pub sim_seed: Option<u64>,
+    /// `--raw-retention`.
+    #[serde(default, with = "humantime_serde")]
+    pub raw_retention: Option<Duration>,
+    /// `--rollup-retention`.
+    #[serde(default, with = "humantime_serde")]
+    pub rollup_retention: Option<Duration>,
+    /// `--history-interval`.
+    #[serde(default, with = "humantime_serde")]
+    pub history_interval: Option<Duration>,
+    /// `--clock-max-skew`.
+    #[serde(default, with = "humantime_serde")]
+    pub clock_max_skew: Option<Duration>,
 }
 
 macro_rules! or_fields {
@@ -276,10 +332,15 @@ impl Layer {
             offline_after,
             sweep_interval,
             log,
+            mqtt_allow_anonymous,
             sim_network,
             sim_interval,
             sim_churn,
-            sim_seed
+            sim_seed,
+            raw_retention,
+            rollup_retention,
+            history_interval,
+            clock_max_skew
         )
     }
 
@@ -296,6 +357,11 @@ impl Layer {
             offline_after: args.offline_after,
             sweep_interval: args.sweep_interval,
             log: args.log.clone(),
+            mqtt_allow_anonymous: args.mqtt_allow_anonymous,
+            raw_retention: args.raw_retention,
+            rollup_retention: args.rollup_retention,
+            history_interval: args.history_interval,
+            clock_max_skew: args.clock_max_skew,
             ..Layer::default()
         }
     }
@@ -348,10 +414,15 @@ impl Layer {
             offline_after: var(lookup, "OFFLINE_AFTER", parsed)?,
             sweep_interval: var(lookup, "SWEEP_INTERVAL", parse_duration)?,
             log: var(lookup, "LOG", string)?,
+            mqtt_allow_anonymous: var(lookup, "MQTT_ALLOW_ANONYMOUS", parsed)?,
             sim_network: var(lookup, "SIM_NETWORK", parsed)?,
             sim_interval: var(lookup, "SIM_INTERVAL", parse_duration)?,
             sim_churn: var(lookup, "SIM_CHURN", parsed)?,
             sim_seed: var(lookup, "SIM_SEED", parsed)?,
+            raw_retention: var(lookup, "RAW_RETENTION", parse_duration)?,
+            rollup_retention: var(lookup, "ROLLUP_RETENTION", parse_duration)?,
+            history_interval: var(lookup, "HISTORY_INTERVAL", parse_duration)?,
+            clock_max_skew: var(lookup, "CLOCK_MAX_SKEW", parse_duration)?,
         })
     }
 
@@ -473,6 +544,76 @@ pub struct Config {
     pub sweep_interval: Duration,
     /// Log filter (tracing-subscriber `EnvFilter` syntax).
     pub log: String,
+    /// The embedded broker lets clients without a login connect.
+    pub mqtt_allow_anonymous: bool,
+    /// History: retention, the history job's period, clock tolerance.
+    pub history: HistoryConfig,
+}
+
+/// The history settings of [`Config`].
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct HistoryConfig {
+    /// How long raw samples are kept.
+    pub raw_retention: Duration,
+    /// How long rollups are kept.
+    pub rollup_retention: Duration,
+    /// Period of the history job.
+    pub interval: Duration,
+    /// Tolerance between a live report's clock and its reception time.
+    pub clock_max_skew: Duration,
+}
+
+impl Default for HistoryConfig {
+    fn default() -> Self {
+        HistoryConfig {
+            raw_retention: DEFAULT_RAW_RETENTION,
+            rollup_retention: DEFAULT_ROLLUP_RETENTION,
+            interval: DEFAULT_HISTORY_INTERVAL,
+            clock_max_skew: DEFAULT_CLOCK_MAX_SKEW,
+        }
+    }
+}
+
+impl HistoryConfig {
+    fn resolve(layer: &Layer) -> Result<HistoryConfig, ConfigError> {
+        let d = HistoryConfig::default();
+        let c = HistoryConfig {
+            raw_retention: layer.raw_retention.unwrap_or(d.raw_retention),
+            rollup_retention: layer.rollup_retention.unwrap_or(d.rollup_retention),
+            interval: layer.history_interval.unwrap_or(d.interval),
+            clock_max_skew: layer.clock_max_skew.unwrap_or(d.clock_max_skew),
+        };
+        let fmt = |d: Duration| humantime::format_duration(d).to_string();
+        if c.raw_retention < Duration::from_secs(3600) {
+            return Err(invalid(
+                "--raw-retention",
+                fmt(c.raw_retention),
+                "must be at least 1h",
+            ));
+        }
+        if c.rollup_retention < c.raw_retention {
+            return Err(invalid(
+                "--rollup-retention",
+                fmt(c.rollup_retention),
+                "must be at least --raw-retention",
+            ));
+        }
+        if c.interval < Duration::from_millis(10) || c.interval > Duration::from_secs(3600) {
+            return Err(invalid(
+                "--history-interval",
+                fmt(c.interval),
+                "must be between 10ms and 1h",
+            ));
+        }
+        if c.clock_max_skew < Duration::from_secs(1) {
+            return Err(invalid(
+                "--clock-max-skew",
+                fmt(c.clock_max_skew),
+                "must be at least 1s",
+            ));
+        }
+        Ok(c)
+    }
 }
 
 fn invalid(flag: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> ConfigError {
@@ -597,6 +738,8 @@ impl Config {
             offline_after,
             sweep_interval,
             log,
+            mqtt_allow_anonymous: layer.mqtt_allow_anonymous.unwrap_or(false),
+            history: HistoryConfig::resolve(layer)?,
         })
     }
 
@@ -762,7 +905,7 @@ mod tests {
         let cli = Cli::try_parse_from(["meshtable", "serve"].iter().chain(args)).unwrap();
         match cli.command {
             Command::Serve(a) => Layer::from_serve_args(&a),
-            Command::Demo(_) => unreachable!(),
+            _ => unreachable!(),
         }
     }
 
@@ -817,6 +960,8 @@ mod tests {
                 offline_after: 3,
                 sweep_interval: Duration::from_secs(5),
                 log: "info,rumqttd=warn".to_owned(),
+                mqtt_allow_anonymous: false,
+                history: HistoryConfig::default(),
             }
         );
         assert_eq!(c.subscription_filter(), "meshtable/v1/+/+/+");
@@ -1070,5 +1215,49 @@ mod tests {
         let layer = Layer::from_file(&path).unwrap();
         Config::resolve(&layer, None).unwrap();
         DemoConfig::resolve(&layer, None).unwrap();
+    }
+
+    #[test]
+    fn history_settings() {
+        let from_flags = flags(&[
+            "--raw-retention=7d",
+            "--rollup-retention=2years",
+            "--history-interval=30s",
+            "--clock-max-skew=90s",
+        ]);
+        let from_env = env(&[
+            ("MESHTABLE_RAW_RETENTION", "7d"),
+            ("MESHTABLE_ROLLUP_RETENTION", "2years"),
+            ("MESHTABLE_HISTORY_INTERVAL", "30s"),
+            ("MESHTABLE_CLOCK_MAX_SKEW", "90s"),
+        ])
+        .unwrap();
+        let from_file = file(
+            r#"
+            raw_retention = "7d"
+            rollup_retention = "2years"
+            history_interval = "30s"
+            clock_max_skew = "90s"
+            "#,
+        );
+        assert_eq!(from_flags, from_env);
+        assert_eq!(from_flags, from_file);
+        let h = Config::resolve(&from_file, None).unwrap().history;
+        assert_eq!(h.raw_retention, Duration::from_secs(7 * 86_400));
+        assert_eq!(h.interval, Duration::from_secs(30));
+        assert_eq!(h.clock_max_skew, Duration::from_secs(90));
+        let bad: &[(&[&str], &str)] = &[
+            (&["--raw-retention=10m"], "--raw-retention"),
+            (
+                &["--raw-retention=30d", "--rollup-retention=20d"],
+                "--rollup-retention",
+            ),
+            (&["--history-interval=2h"], "--history-interval"),
+            (&["--clock-max-skew=0s"], "--clock-max-skew"),
+        ];
+        for (f, flag) in bad {
+            let e = Config::resolve(&flags(f), None).unwrap_err().to_string();
+            assert!(e.contains(flag), "{f:?}: {e}");
+        }
     }
 }

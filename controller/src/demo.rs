@@ -108,6 +108,9 @@ pub async fn run(
     }
     config.listen = http_addr;
     config.broker = Broker::Embedded { listen: mqtt };
+    // The simulated routers are not enrolled: they connect without a login
+    // and publish unsigned reports, which their network accepts.
+    config.mqtt_allow_anonymous = true;
 
     let controller = Controller::start(
         config,
@@ -117,6 +120,10 @@ pub async fn run(
         },
     )
     .await?;
+    match crate::enroll::add_network(controller.store(), demo.sim.network.as_str(), true).await {
+        Ok(()) | Err(crate::api::ApiError::Conflict(_)) => {}
+        Err(e) => tracing::warn!(error = %e, "cannot create the demo network"),
+    }
     let snapshot = match demo.sim.network {
         SimNetwork::Leipzig => Snapshot::leipzig(),
         SimNetwork::Bremen => Snapshot::bremen(),
@@ -196,6 +203,17 @@ fn print_urls(controller: &Controller, demo: &DemoConfig, nodes: usize, temp_dir
     println!("  api      {http}/api/v1/networks");
     println!("  metrics  {http}/metrics");
     println!("  mqtt     {}", controller.mqtt_url());
+    match controller.bootstrap_password() {
+        Some(pw) => println!(
+            "  login    user {} password {} (superadmin, shown once)",
+            crate::auth::BOOTSTRAP_USER,
+            pw.expose()
+        ),
+        None => println!(
+            "  login    the accounts of this database (`meshtable user passwd {}` sets a new password)",
+            crate::auth::BOOTSTRAP_USER
+        ),
+    }
     match temp_dir {
         Some(dir) => println!("  data     {} (temporary, removed on exit)", dir.display()),
         None => println!(

@@ -49,6 +49,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Broker, Config};
 use crate::metrics::Metrics;
+use crate::registry::Registry;
 
 /// Capacity of the channel between the event loop and the writer: larger
 /// than the in-flight window of common brokers.
@@ -267,16 +268,51 @@ impl Drop for EndGuard {
 struct Item {
     publish: Publish,
     received_ms: i64,
-    /// The connection it came on.
+    /// The ingest connection it came on (index into the writer's clients).
+    conn: usize,
+    /// That connection's epoch (reconnect count) when it came.
     epoch: u64,
+}
+
+/// Ingest connections on a broker with shared subscriptions (see
+/// [`connections_for`]).
+pub const SHARED_CONNECTIONS: usize = 4;
+
+/// How many MQTT connections ingest opens for `filter`: several members of
+/// the shared subscription when it is one (`$share/...`), else one.
+///
+/// A broker sends a connection no more unacknowledged QoS 1 messages than
+/// its in-flight window (Mosquitto: 20), and ingest acknowledges only after
+/// commit, so one connection gets at most a window per commit. Several
+/// connections in the same share group multiply the messages each commit
+/// takes. Members of a share group share the flow message by message, so
+/// two messages of one node can take different connections; the store
+/// orders telemetry by seq, and ingest then acks each connection's messages
+/// in the order that connection received them.
+pub fn connections_for(filter: &str) -> usize {
+    if filter.starts_with("$share/") {
+        SHARED_CONNECTIONS
+    } else {
+        1
+    }
+}
+
+/// The client id of ingest connection `conn`: the configured id for the
+/// first, `<id>-<conn>` for the others (each keeps its own persistent session).
+pub fn connection_client_id(client_id: &str, conn: usize) -> String {
+    if conn == 0 {
+        client_id.to_owned()
+    } else {
+        format!("{client_id}-{conn}")
+    }
 }
 
 /// The running ingest pipeline.
 #[derive(Debug)]
 pub struct Ingest {
-    client: AsyncClient,
+    clients: Vec<AsyncClient>,
     status: watch::Receiver<IngestStatus>,
-    event_loop: JoinHandle<()>,
+    event_loops: Vec<JoinHandle<()>>,
     writer: JoinHandle<()>,
     filter: String,
     progress: Arc<Progress>,
@@ -291,40 +327,52 @@ impl Ingest {
         filter: String,
         store: Store,
         metrics: Arc<Metrics>,
+        registry: Arc<Registry>,
         stop: watch::Receiver<bool>,
     ) -> Ingest {
-        let (client, eventloop) = AsyncClient::new(options, 64);
         let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
         let (status_tx, status) = watch::channel(IngestStatus::Connecting);
-        let epoch = Arc::new(AtomicU64::new(0));
         let progress = Arc::new(Progress {
             pending: AtomicUsize::new(0),
             last_taken_ms: AtomicI64::new(now_ms()),
         });
         let (ended_tx, ended) = watch::channel(false);
-        let loop_guard = EndGuard(ended_tx.clone());
-        let writer_guard = EndGuard(ended_tx);
-        let event_loop = tokio::spawn(
-            EventLoopTask {
-                eventloop,
-                client: client.clone(),
-                tx: Some(tx),
-                overflow: VecDeque::new(),
-                epoch: epoch.clone(),
-                filter: filter.clone(),
-                status: status_tx,
-                stop: stop.clone(),
-                progress: progress.clone(),
-            }
-            .run(loop_guard),
-        );
+        let writer_guard = EndGuard(ended_tx.clone());
+        let mut clients = Vec::new();
+        let mut epochs = Vec::new();
+        let mut event_loops = Vec::new();
+        for conn in 0..connections_for(&filter) {
+            let mut options = options.clone();
+            options.set_client_id(connection_client_id(&options.client_id(), conn));
+            let (client, eventloop) = AsyncClient::new(options, 64);
+            let epoch = Arc::new(AtomicU64::new(0));
+            event_loops.push(tokio::spawn(
+                EventLoopTask {
+                    eventloop,
+                    client: client.clone(),
+                    conn,
+                    tx: Some(tx.clone()),
+                    overflow: VecDeque::new(),
+                    epoch: epoch.clone(),
+                    filter: filter.clone(),
+                    status: status_tx.clone(),
+                    stop: stop.clone(),
+                    progress: progress.clone(),
+                }
+                .run(EndGuard(ended_tx.clone())),
+            ));
+            clients.push(client);
+            epochs.push(epoch);
+        }
+        drop(tx);
         let writer = tokio::spawn(
             Writer {
                 rx,
                 store,
                 metrics,
-                client: client.clone(),
-                epoch,
+                registry,
+                clients: clients.clone(),
+                epochs,
                 stop,
                 progress: progress.clone(),
                 held: None,
@@ -333,9 +381,9 @@ impl Ingest {
             .run(writer_guard),
         );
         Ingest {
-            client,
+            clients,
             status,
-            event_loop,
+            event_loops,
             writer,
             filter,
             progress,
@@ -377,27 +425,33 @@ impl Ingest {
     /// the rest unacknowledged for the broker to deliver again.
     pub async fn shutdown(self, timeout: Duration) {
         let Ingest {
-            client,
-            event_loop,
+            clients,
+            event_loops,
             writer,
             ..
         } = self;
         let writer_abort = writer.abort_handle();
-        let loop_abort = event_loop.abort_handle();
+        let loop_aborts: Vec<_> = event_loops.iter().map(|l| l.abort_handle()).collect();
         let finish = async {
             if let Err(e) = writer.await {
                 error!(error = %e, "ingest writer failed");
             }
             // Queued after the writer's acks, so sent after them.
-            let _ = client.disconnect().await;
-            if let Err(e) = event_loop.await {
-                error!(error = %e, "ingest event loop failed");
+            for client in &clients {
+                let _ = client.disconnect().await;
+            }
+            for event_loop in event_loops {
+                if let Err(e) = event_loop.await {
+                    error!(error = %e, "ingest event loop failed");
+                }
             }
         };
         if tokio::time::timeout(timeout, finish).await.is_err() {
             warn!("ingest did not finish in time, unacknowledged messages stay with the broker");
             writer_abort.abort();
-            loop_abort.abort();
+            for abort in loop_aborts {
+                abort.abort();
+            }
         }
     }
 }
@@ -405,6 +459,8 @@ impl Ingest {
 struct EventLoopTask {
     eventloop: EventLoop,
     client: AsyncClient,
+    /// This connection's index.
+    conn: usize,
     tx: Option<mpsc::Sender<Item>>,
     overflow: VecDeque<Item>,
     epoch: Arc<AtomicU64>,
@@ -437,7 +493,9 @@ impl EventLoopTask {
                     let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
                     info!(
                         session_present = ack.session_present,
-                        epoch, "mqtt connected"
+                        conn = self.conn,
+                        epoch,
+                        "mqtt connected"
                     );
                     failures = 0;
                     backoff = BACKOFF_MIN;
@@ -470,6 +528,7 @@ impl EventLoopTask {
                         self.overflow.push_back(Item {
                             publish,
                             received_ms: now_ms(),
+                            conn: self.conn,
                             epoch: self.epoch.load(Ordering::SeqCst),
                         });
                     }
@@ -575,8 +634,12 @@ struct Writer {
     rx: mpsc::Receiver<Item>,
     store: Store,
     metrics: Arc<Metrics>,
-    client: AsyncClient,
-    epoch: Arc<AtomicU64>,
+    /// Verifies every message (network, signature, topic) before decoding.
+    registry: Arc<Registry>,
+    /// One client per ingest connection, by [`Item::conn`].
+    clients: Vec<AsyncClient>,
+    /// Each connection's epoch, by [`Item::conn`].
+    epochs: Vec<Arc<AtomicU64>>,
     stop: watch::Receiver<bool>,
     progress: Arc<Progress>,
     /// A message taken that starts the next batch.
@@ -618,7 +681,11 @@ impl Writer {
         let mut batch = Vec::new();
         let mut next = Some(first);
         while let Some(item) = next.take() {
-            let report = match decode(&item.publish.topic, &item.publish.payload) {
+            let verified = self
+                .registry
+                .decode(&item.publish.topic, &item.publish.payload)
+                .await;
+            let report = match verified {
                 Decoded::Rejected { reason, detail } => {
                     self.metrics.rejected(reason);
                     let topic = escape_topic(&item.publish.topic);
@@ -669,10 +736,15 @@ impl Writer {
             self.abandoned = true;
             return;
         }
-        let epoch = self.epoch.load(Ordering::SeqCst);
+        let epochs: Vec<u64> = self
+            .epochs
+            .iter()
+            .map(|e| e.load(Ordering::SeqCst))
+            .collect();
         for taken in &batch {
-            if taken.item.epoch == epoch {
-                if let Err(e) = self.client.ack(&taken.item.publish).await {
+            let conn = taken.item.conn;
+            if taken.item.epoch == epochs[conn] {
+                if let Err(e) = self.clients[conn].ack(&taken.item.publish).await {
                     warn!(error = %e, "cannot queue an ack");
                 }
             } else {

@@ -17,13 +17,20 @@
 //! path: the embedded broker is consumed over MQTT like an external one.
 
 pub mod api;
+pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod demo;
+pub mod enroll;
+pub mod history;
 pub mod ingest;
 pub mod liveness;
 pub mod metrics;
+pub mod mosquitto;
+pub mod registry;
 pub mod serve;
+pub mod topology;
+pub mod trust_cli;
 pub mod web;
 
 use config::{Cli, Command, Config, ConfigError, DemoConfig};
@@ -40,6 +47,12 @@ pub enum Error {
     /// The demo failed.
     #[error(transparent)]
     Demo(#[from] demo::DemoError),
+    /// A node-registry command failed.
+    #[error(transparent)]
+    Trust(#[from] trust_cli::TrustCliError),
+    /// A `user` or `token` command failed.
+    #[error(transparent)]
+    Accounts(#[from] auth::cli::CliError),
     /// The async runtime could not start.
     #[error("cannot start the async runtime: {0}")]
     Runtime(std::io::Error),
@@ -110,6 +123,18 @@ pub fn run(cli: Cli) -> Result<(), Error> {
             let demo = DemoConfig::load(&args)?;
             init_tracing(&demo.controller.log);
             runtime()?.block_on(demo::run(demo, serve::shutdown_signal()))?;
+        }
+        Command::Network(cmd) => trust_cli::network(cmd)?,
+        Command::EnrollToken(cmd) => trust_cli::enroll_token(cmd)?,
+        Command::Node(cmd) => trust_cli::node(cmd)?,
+        Command::Mosquitto(cmd) => trust_cli::mosquitto(cmd)?,
+        Command::User(args) => {
+            init_tracing("warn");
+            runtime()?.block_on(auth::cli::user(args))?;
+        }
+        Command::Token(args) => {
+            init_tracing("warn");
+            runtime()?.block_on(auth::cli::token(args))?;
         }
     }
     Ok(())

@@ -103,7 +103,10 @@ impl Metrics {
         for kind in Kind::ALL {
             messages.with_label_values(&[kind.as_str()]);
         }
-        for reason in REJECT_REASONS {
+        for reason in REJECT_REASONS
+            .iter()
+            .chain(&crate::registry::REJECT_REASONS)
+        {
             rejected.with_label_values(&[reason]);
         }
         registry.register(Box::new(messages.clone()))?;

@@ -20,9 +20,14 @@ use tracing::{error, info, warn};
 use crate::api::{self, AppState};
 use crate::broker::{self, BrokerError, EmbeddedBroker};
 use crate::config::{Broker, Config, redact_url};
+use crate::history;
 use crate::ingest::{self, Ingest, IngestError};
 use crate::liveness;
 use crate::metrics::{Metrics, MetricsError};
+use crate::registry::Registry;
+
+/// The ingest connection's user name at the embedded broker.
+pub const INGEST_USER: &str = "meshtable-controller";
 
 /// How long shutdown waits for ingest to store and ack what it holds.
 pub const INGEST_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
@@ -58,6 +63,9 @@ pub enum ServeError {
     /// The metrics could not be registered.
     #[error(transparent)]
     Metrics(#[from] MetricsError),
+    /// The node registry could not be read.
+    #[error("cannot read the node registry: {0}")]
+    Registry(meshtable_store::registry::RegistryError),
     /// Ingest could not subscribe.
     #[error(transparent)]
     Ingest(#[from] IngestError),
@@ -67,6 +75,9 @@ pub enum ServeError {
     /// An ingest task ended on its own (a bug: see the log).
     #[error("ingest stopped, see the log above")]
     IngestStopped,
+    /// The bootstrap superadmin could not be created.
+    #[error("cannot create the bootstrap superadmin: {0}")]
+    Auth(#[from] crate::auth::AuthError),
     /// The HTTP server failed.
     #[error("http server failed: {0}")]
     Http(io::Error),
@@ -118,8 +129,11 @@ pub struct Controller {
     http: JoinHandle<io::Result<()>>,
     ingest: Ingest,
     liveness: JoinHandle<()>,
+    history: JoinHandle<()>,
     broker: Option<EmbeddedBroker>,
     store: Store,
+    /// The generated password of the bootstrap superadmin, on first start.
+    bootstrap_password: Option<crate::auth::Secret>,
 }
 
 impl Controller {
@@ -133,15 +147,31 @@ impl Controller {
             .map_err(|source| ServeError::Store {
                 url: redact_url(&config.database_url),
                 source,
-            })?;
+            })?
+            .with_clock_max_skew_ms(
+                i64::try_from(config.history.clock_max_skew.as_millis()).unwrap_or(i64::MAX),
+            );
         info!(database = %redact_url(&config.database_url), backend = ?store.backend(), "database ready");
+        let bootstrap_password = crate::auth::bootstrap(&store).await?;
+
+        // The node registry: networks and enrolled nodes, checked by ingest
+        // and (unless anonymous clients are allowed) by the embedded broker,
+        // where the ingest connection logs in with a password made now.
+        let ingest_password = crate::auth::secret::random_hex256();
+        let registry = Arc::new(
+            Registry::load(store.clone())
+                .await
+                .map_err(ServeError::Registry)?
+                .with_controller_login(INGEST_USER.to_owned(), ingest_password.clone()),
+        );
+        let broker_auth = (!config.mqtt_allow_anonymous).then(|| registry.clone());
 
         // The configuration with the broker's concrete address (port 0 resolved).
         let mut config = config.clone();
         let mut broker = None;
         if let (Broker::Embedded { listen }, Some(addr)) = (&mut config.broker, listeners.mqtt) {
             *listen = addr;
-            broker = Some(EmbeddedBroker::start(addr)?);
+            broker = Some(EmbeddedBroker::start_with_auth(addr, broker_auth.clone())?);
         }
         let (stop, stop_rx) = watch::channel(false);
 
@@ -161,10 +191,16 @@ impl Controller {
         let state = AppState {
             store: store.clone(),
             metrics: metrics.clone(),
+            auth: Arc::new(crate::auth::AuthState::default()),
+            registry: registry.clone(),
+            enroll_limiter: Arc::new(crate::enroll::limiter()),
         };
         let mut http_stop = stop_rx.clone();
         let http = tokio::spawn(async move {
-            axum::serve(http_listener, api::router(state))
+            axum::serve(
+                http_listener,
+                api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
+            )
                 .with_graceful_shutdown(async move {
                     let _ = http_stop.wait_for(|s| *s).await;
                 })
@@ -174,11 +210,19 @@ impl Controller {
 
         let filter = config.subscription_filter();
         info!(broker = %config.broker.display_url(), filter = %filter, client_id = %config.mqtt_client_id, "ingest starting");
+        let mut options = ingest::mqtt_options(&config);
+        if broker.is_some() && broker_auth.is_some() {
+            options.set_credentials(INGEST_USER, ingest_password);
+        }
+        registry
+            .clone()
+            .spawn_refresh(crate::registry::REFRESH_INTERVAL, stop_rx.clone());
         let mut ingest = Ingest::start(
-            ingest::mqtt_options(&config),
+            options,
             filter,
             store.clone(),
             metrics,
+            registry,
             stop_rx.clone(),
         );
         let subscribed = match broker.as_mut() {
@@ -188,6 +232,7 @@ impl Controller {
             },
             None => ingest.subscribed().await.map_err(ServeError::from),
         };
+        let history = tokio::spawn(history::run(store.clone(), config.history, stop_rx.clone()));
         let liveness = tokio::spawn(liveness::run(
             store.clone(),
             config.sweep_interval,
@@ -202,8 +247,10 @@ impl Controller {
             http,
             ingest,
             liveness,
+            history,
             broker,
             store,
+            bootstrap_password,
         };
         if let Err(e) = subscribed {
             controller.shutdown().await;
@@ -239,6 +286,24 @@ impl Controller {
     /// The store the controller writes to.
     pub fn store(&self) -> &Store {
         &self.store
+    }
+
+    /// The password of the superadmin `admin` when this start created it
+    /// (the first start on an empty database): to be shown once, never logged.
+    pub fn bootstrap_password(&self) -> Option<&crate::auth::Secret> {
+        self.bootstrap_password.as_ref()
+    }
+
+    /// The line that shows the bootstrap password, if this start made one.
+    pub fn bootstrap_line(&self) -> Option<String> {
+        self.bootstrap_password.as_ref().map(|p| {
+            format!(
+                "meshtable bootstrap user={} password={} (superadmin; shown once, change it with `meshtable user passwd {}`)",
+                crate::auth::BOOTSTRAP_USER,
+                p.expose(),
+                crate::auth::BOOTSTRAP_USER
+            )
+        })
     }
 
     /// Runs until `shutdown` resolves (then shuts down cleanly) or a part
@@ -279,6 +344,7 @@ impl Controller {
         let _ = self.stop.send(true);
         self.ingest.shutdown(INGEST_SHUTDOWN_TIMEOUT).await;
         let _ = self.liveness.await;
+        let _ = self.history.await;
         let http_abort = self.http.abort_handle();
         if !self.http.is_finished() {
             match tokio::time::timeout(HTTP_SHUTDOWN_TIMEOUT, self.http).await {
@@ -330,6 +396,9 @@ pub async fn shutdown_signal() {
 pub async fn serve(config: Config, shutdown: impl Future<Output = ()>) -> Result<(), ServeError> {
     let listeners = Listeners::bind(&config)?;
     let controller = Controller::start(&config, listeners).await?;
+    if let Some(line) = controller.bootstrap_line() {
+        println!("{line}");
+    }
     println!("{}", controller.ready_line());
     controller.run_until(shutdown).await
 }

@@ -1,20 +1,28 @@
 //! The web pages, server-rendered HTML for a phone on a slow link:
-//! `GET /` lists the networks with their node counts, and
-//! `GET /networks/{network}` lists one network's nodes, down first.
+//! `GET /` lists the networks the person has a role in, with their node
+//! counts, and `GET /networks/{network}` lists one network's nodes, down
+//! first (to a funder: the counts only). `GET /login` and `POST /login`,
+//! `POST /logout` open and close the session.
 //!
 //! No JavaScript, a little inline CSS, refreshed every 30 seconds.
-//! Every value from the store is escaped by maud.
+//! Every value from the store is escaped by maud. Every form carries a CSRF
+//! token: the session's for `POST /logout`, and for `POST /login` a random
+//! one also set in a short-lived cookie (double submit).
 
+use axum::body::Bytes;
 use axum::extract::{Path, State};
-use axum::http::StatusCode;
-use axum::response::{Html, IntoResponse, Response};
+use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
+use axum::response::{Html, IntoResponse, Redirect, Response};
 use maud::{DOCTYPE, Markup, html};
 use meshtable_proto::validate_id;
 use meshtable_store::time::format_rfc3339_ms;
 use meshtable_store::{NetworkSummary, NodeSummary, StoreError};
 use tracing::error;
 
-use crate::api::AppState;
+use crate::api::{ApiError, AppState};
+use crate::auth::api::{clear_session_cookie, login_session, logout_session, session_cookie};
+use crate::auth::secret::{Secret, constant_time_eq, random_hex256};
+use crate::auth::{Action, Caller, LOGIN_COOKIE, SESSION_COOKIE};
 use crate::ingest::now_ms;
 
 const CSS: &str = "\
@@ -40,8 +48,35 @@ pub fn ago(now_ms: i64, then_ms: i64) -> String {
     }
 }
 
-/// The frame of every page: head, refresh, heading, `body`, footer.
-fn layout(title: &str, refresh: bool, body: Markup, now_ms: i64) -> Markup {
+/// Who is looking at a page: the login name and the session's CSRF token
+/// (for the logout form).
+#[derive(Debug, Clone, Copy)]
+pub struct Viewer<'a> {
+    /// Login name.
+    pub user: &'a str,
+    /// The session's CSRF token; `None` for a token caller (no logout form).
+    pub csrf: Option<&'a str>,
+}
+
+impl<'a> Viewer<'a> {
+    /// The viewer of a logged-in caller.
+    pub fn of(caller: &'a Caller) -> Option<Viewer<'a>> {
+        caller.user_name().map(|user| Viewer {
+            user,
+            csrf: caller.csrf_token(),
+        })
+    }
+}
+
+/// The frame of every page: head, refresh, heading, `body`, footer with
+/// the viewer and a logout button.
+fn layout(
+    title: &str,
+    refresh: bool,
+    body: Markup,
+    now_ms: i64,
+    viewer: Option<Viewer<'_>>,
+) -> Markup {
     html! {
         (DOCTYPE)
         html lang="en" {
@@ -56,6 +91,15 @@ fn layout(title: &str, refresh: bool, body: Markup, now_ms: i64) -> Markup {
             }
             body {
                 (body)
+                @if let Some(v) = viewer {
+                    form.muted method="post" action="/logout" {
+                        "Logged in as " (v.user) ". "
+                        @if let Some(csrf) = v.csrf {
+                            input type="hidden" name="csrf" value=(csrf);
+                            button type="submit" { "Log out" }
+                        }
+                    }
+                }
                 p.muted {
                     "Updated " (format_rfc3339_ms(now_ms)) ". "
                     a href="/" { "networks" } " · "
@@ -68,11 +112,11 @@ fn layout(title: &str, refresh: bool, body: Markup, now_ms: i64) -> Markup {
 
 /// The front page: every network with its node counts, each linking to
 /// its own page, as seen at `now_ms`.
-pub fn index_page(networks: &[NetworkSummary], now_ms: i64) -> Markup {
+pub fn index_page(networks: &[NetworkSummary], now_ms: i64, viewer: Option<Viewer<'_>>) -> Markup {
     let body = html! {
         h1 { "meshtable" }
         @if networks.is_empty() {
-            p { "No network has reported yet. Nodes appear here once their agents connect." }
+            p { "No network of yours has reported yet. Nodes appear here once their agents connect." }
         } @else {
             div.wrap {
                 table {
@@ -97,11 +141,30 @@ pub fn index_page(networks: &[NetworkSummary], now_ms: i64) -> Markup {
             }
         }
     };
-    layout("meshtable", true, body, now_ms)
+    layout("meshtable", true, body, now_ms, viewer)
+}
+
+/// The page of one network to someone who may see aggregates only: counts,
+/// no node.
+pub fn network_summary_page(net: &NetworkSummary, now_ms: i64, viewer: Option<Viewer<'_>>) -> Markup {
+    let body = html! {
+        h1 { (net.id) }
+        p { (net.nodes) " nodes: " (net.online) " online, " (net.offline) " offline." }
+        p.muted {
+            "Aggregates: "
+            a href=(format!("/api/v1/networks/{}/summary", net.id)) { "summary (JSON)" }
+        }
+    };
+    layout(&format!("{} · meshtable", net.id), true, body, now_ms, viewer)
 }
 
 /// The page of one network: its nodes, down first, as seen at `now_ms`.
-pub fn network_page(net: &NetworkSummary, nodes: &[NodeSummary], now_ms: i64) -> Markup {
+pub fn network_page(
+    net: &NetworkSummary,
+    nodes: &[NodeSummary],
+    now_ms: i64,
+    viewer: Option<Viewer<'_>>,
+) -> Markup {
     let mut list: Vec<&NodeSummary> = nodes.iter().filter(|n| n.network == net.id).collect();
     // Down first: that is what an operator looks for.
     list.sort_by(|a, b| b.status.cmp(&a.status).then(a.node.cmp(&b.node)));
@@ -138,7 +201,7 @@ pub fn network_page(net: &NetworkSummary, nodes: &[NodeSummary], now_ms: i64) ->
             }
         }
     };
-    layout(&format!("{} · meshtable", net.id), true, body, now_ms)
+    layout(&format!("{} · meshtable", net.id), true, body, now_ms, viewer)
 }
 
 /// A small page for an error: `status` with `message`.
@@ -149,9 +212,146 @@ fn error_page(status: StatusCode, message: &str) -> Response {
     };
     (
         status,
-        Html(layout("meshtable", false, body, now_ms()).into_string()),
+        Html(layout("meshtable", false, body, now_ms(), None).into_string()),
     )
         .into_response()
+}
+
+/// An API error as a page; 401 sends the browser to the login page.
+fn denied(e: &ApiError) -> Response {
+    match e {
+        ApiError::Unauthorized(_) => Redirect::to("/login").into_response(),
+        ApiError::Store(e) => store_failed(e),
+        e => error_page(e.status(), &e.to_string()),
+    }
+}
+
+/// The login page, with `error` above the form if set. Sets the login CSRF
+/// cookie the form's hidden field repeats.
+pub fn login_page(csrf: &str, error: Option<&str>) -> Markup {
+    let body = html! {
+        h1 { "meshtable: log in" }
+        @if let Some(e) = error {
+            p.offline { (e) }
+        }
+        form method="post" action="/login" {
+            input type="hidden" name="csrf" value=(csrf);
+            p { label { "User " input type="text" name="user" autocomplete="username" required; } }
+            p { label { "Password " input type="password" name="password" autocomplete="current-password" required; } }
+            p { button type="submit" { "Log in" } }
+        }
+    };
+    layout("meshtable: log in", false, body, now_ms(), None)
+}
+
+fn login_response(status: StatusCode, error: Option<&str>, secure: bool) -> Response {
+    let csrf = random_hex256();
+    let mut resp = (status, Html(login_page(&csrf, error).into_string())).into_response();
+    let cookie = format!(
+        "{LOGIN_COOKIE}={csrf}; Path=/login; HttpOnly; SameSite=Strict; Max-Age=3600{}",
+        if secure { "; Secure" } else { "" }
+    );
+    if let Ok(v) = HeaderValue::from_str(&cookie) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
+}
+
+fn cookie_value<'a>(headers: &'a HeaderMap, name: &str) -> Option<&'a str> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == name)
+        .map(|(_, v)| v.trim())
+}
+
+fn form_field(body: &Bytes, name: &str) -> Option<String> {
+    url::form_urlencoded::parse(body)
+        .find(|(k, _)| k == name)
+        .map(|(_, v)| v.into_owned())
+}
+
+/// `GET /login`.
+pub async fn login_form(State(s): State<AppState>, caller: Caller) -> Response {
+    if caller.is_authenticated() {
+        return Redirect::to("/").into_response();
+    }
+    login_response(StatusCode::OK, None, s.auth.secure_cookies)
+}
+
+/// `POST /login`: checks the form's CSRF token against its cookie, then the
+/// password (rate limited); on success sets the session cookie and goes to `/`.
+pub async fn login_submit(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let secure = s.auth.secure_cookies;
+    let form_csrf = form_field(&body, "csrf").unwrap_or_default();
+    let csrf_ok = cookie_value(&headers, LOGIN_COOKIE)
+        .is_some_and(|c| !c.is_empty() && constant_time_eq(c, &form_csrf));
+    if !csrf_ok {
+        return login_response(
+            StatusCode::FORBIDDEN,
+            Some("The form expired or was not sent from this page: please try again."),
+            secure,
+        );
+    }
+    let user = form_field(&body, "user").unwrap_or_default();
+    let password = Secret::new(form_field(&body, "password").unwrap_or_default());
+    match login_session(&s, caller.source(), &user, &password).await {
+        Ok(session) => {
+            let mut resp = Redirect::to("/").into_response();
+            let headers = resp.headers_mut();
+            for cookie in [
+                session_cookie(session.id.expose(), &s.auth),
+                format!("{LOGIN_COOKIE}=; Path=/login; HttpOnly; SameSite=Strict; Max-Age=0"),
+            ] {
+                if let Ok(v) = HeaderValue::from_str(&cookie) {
+                    headers.append(header::SET_COOKIE, v);
+                }
+            }
+            resp
+        }
+        Err(ApiError::Store(e)) => store_failed(&e),
+        Err(e @ ApiError::TooManyRequests(_)) => {
+            login_response(StatusCode::TOO_MANY_REQUESTS, Some(&e.to_string()), secure)
+        }
+        Err(_) => login_response(
+            StatusCode::UNAUTHORIZED,
+            Some("Wrong user name or password."),
+            secure,
+        ),
+    }
+}
+
+/// `POST /logout`: needs the session's CSRF token in the form.
+pub async fn logout(
+    State(s): State<AppState>,
+    caller: Caller,
+    headers: HeaderMap,
+    body: Bytes,
+) -> Response {
+    let token = form_field(&body, "csrf").unwrap_or_default();
+    let caller = match caller.with_form_csrf(&token) {
+        Ok(c) => c,
+        Err(e) => return denied(&e),
+    };
+    if let Err(e) = caller.require_user() {
+        return denied(&e);
+    }
+    if let Err(e) = logout_session(&s, &caller, cookie_value(&headers, SESSION_COOKIE)).await {
+        return denied(&e);
+    }
+    let mut resp = Redirect::to("/login").into_response();
+    if let Ok(v) = HeaderValue::from_str(&clear_session_cookie(&s.auth)) {
+        resp.headers_mut().insert(header::SET_COOKIE, v);
+    }
+    resp
 }
 
 fn store_failed(e: &StoreError) -> Response {
@@ -162,31 +362,52 @@ fn store_failed(e: &StoreError) -> Response {
     )
 }
 
-/// `GET /`.
-pub async fn index(State(s): State<AppState>) -> Response {
+/// `GET /`: the login page for nobody, else the caller's networks.
+pub async fn index(State(s): State<AppState>, caller: Caller) -> Response {
+    if let Err(e) = caller.require_user() {
+        return denied(&e);
+    }
     match s.store.networks().await {
-        Ok(networks) => Html(index_page(&networks, now_ms()).into_string()).into_response(),
+        Ok(mut networks) => {
+            networks.retain(|n| caller.sees(&n.id));
+            Html(index_page(&networks, now_ms(), Viewer::of(&caller)).into_string())
+                .into_response()
+        }
         Err(e) => store_failed(&e),
     }
 }
 
-/// `GET /networks/{network}`: 400 for an invalid id, 404 for an unknown one.
-pub async fn network(State(s): State<AppState>, Path(network): Path<String>) -> Response {
+/// `GET /networks/{network}`: 400 for an invalid id, 404 for an unknown one
+/// or one the caller has no role in; counts only for a funder.
+pub async fn network(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path(network): Path<String>,
+) -> Response {
+    if let Err(e) = caller.require_user() {
+        return denied(&e);
+    }
     if let Err(e) = validate_id(&network) {
         return error_page(StatusCode::BAD_REQUEST, &format!("network: {e}"));
+    }
+    if let Err(e) = caller.authorize(&network, Action::ReadAggregates) {
+        return denied(&e);
     }
     let networks = match s.store.networks().await {
         Ok(n) => n,
         Err(e) => return store_failed(&e),
     };
     let Some(net) = networks.iter().find(|n| n.id == network) else {
-        return error_page(
-            StatusCode::NOT_FOUND,
-            &format!("No network {network} has reported."),
-        );
+        return denied(&ApiError::unknown_network(&network));
     };
+    let viewer = Viewer::of(&caller);
+    if !caller.can(&network, Action::ReadNodes) {
+        return Html(network_summary_page(net, now_ms(), viewer).into_string()).into_response();
+    }
     match s.store.nodes(Some(&network)).await {
-        Ok(nodes) => Html(network_page(net, &nodes, now_ms()).into_string()).into_response(),
+        Ok(nodes) => {
+            Html(network_page(net, &nodes, now_ms(), viewer).into_string()).into_response()
+        }
         Err(e) => store_failed(&e),
     }
 }
@@ -251,7 +472,7 @@ mod tests {
             node("net", "n3", None, NodeStatus::Online),
             node("other", "n4", Some("elsewhere"), NodeStatus::Online),
         ];
-        let html = network_page(&net("net", 2, 1), &nodes, NOW).into_string();
+        let html = network_page(&net("net", 2, 1), &nodes, NOW, None).into_string();
         assert!(!html.contains("<script>"), "{html}");
         assert!(
             html.contains("&lt;script&gt;alert(1)&lt;/script&gt;"),
@@ -288,7 +509,7 @@ mod tests {
 
     #[test]
     fn index_lists_networks_only() {
-        let html = index_page(&[net("bremen", 880, 11), net("leipzig", 5, 0)], NOW).into_string();
+        let html = index_page(&[net("bremen", 880, 11), net("leipzig", 5, 0)], NOW, None).into_string();
         assert!(
             html.contains(r#"<a href="/networks/bremen">bremen</a>"#),
             "{html}"
@@ -309,8 +530,8 @@ mod tests {
 
     #[test]
     fn empty_fleet() {
-        let html = index_page(&[], 0).into_string();
-        assert!(html.contains("No network has reported yet"));
+        let html = index_page(&[], 0, None).into_string();
+        assert!(html.contains("No network of yours has reported yet"));
         assert!(!html.contains("<table"), "{html}");
     }
 
@@ -332,8 +553,8 @@ mod tests {
                 last_seen_ms: NOW - i * 1000,
             })
             .collect();
-        let page = network_page(&net("bremen", 280, 20), &nodes, NOW).into_string();
-        let index = index_page(&[net("bremen", 280, 20)], NOW).into_string();
+        let page = network_page(&net("bremen", 280, 20), &nodes, NOW, None).into_string();
+        let index = index_page(&[net("bremen", 280, 20)], NOW, None).into_string();
         println!(
             "network page {} bytes, index {} bytes",
             page.len(),

@@ -32,6 +32,8 @@ impl Harness {
             mqtt_listen: Some("127.0.0.1:0".parse()?),
             data_dir: Some(dir.path().to_owned()),
             sweep_interval: Some(Duration::from_millis(200)),
+            // The test publisher has no login.
+            mqtt_allow_anonymous: Some(true),
             ..Layer::default()
         };
         let config = Config::resolve(&layer, None)?;
@@ -42,9 +44,26 @@ impl Harness {
         )
         .await
         .context("controller did not get ready")??;
+        Harness::with(controller, dir).await
+    }
+
+    /// A harness over a running controller whose HTTP client authenticates
+    /// as the bootstrap superadmin with a fresh API token.
+    async fn with(controller: Controller, dir: tempfile::TempDir) -> Result<Harness> {
+        // Networks exist before their reports; the test publishes unsigned.
+        match meshtable::enroll::add_network(controller.store(), NET, true).await {
+            Ok(()) | Err(meshtable::api::ApiError::Conflict(_)) => {}
+            Err(e) => bail!("cannot create network {NET}: {e}"),
+        }
+        let token = meshtable::auth::superadmin_token(controller.store(), "tests").await?;
+        let mut headers = reqwest::header::HeaderMap::new();
+        headers.insert(
+            reqwest::header::AUTHORIZATION,
+            format!("Bearer {}", token.expose()).parse()?,
+        );
         Ok(Harness {
             controller,
-            http: reqwest::Client::new(),
+            http: reqwest::Client::builder().default_headers(headers).build()?,
             _dir: dir,
         })
     }
@@ -530,11 +549,7 @@ async fn reconnects_and_gets_what_it_missed() -> Result<()> {
     )
     .await
     .context("controller did not get ready")??;
-    let h = Harness {
-        controller,
-        http: reqwest::Client::new(),
-        _dir: dir,
-    };
+    let h = Harness::with(controller, dir).await?;
     let now = now_ms();
     let series = r#"meshtable_ingest_messages_total{kind="telemetry"}"#;
 
@@ -614,11 +629,11 @@ async fn store_errors_lose_no_report() -> Result<()> {
     let now = now_ms();
     let telemetry_series = r#"meshtable_ingest_messages_total{kind="telemetry"}"#;
 
-    let first = Harness {
-        controller: controller_on(broker_addr, dir.path()).await?,
-        http: reqwest::Client::new(),
-        _dir: tempfile::tempdir()?,
-    };
+    let first = Harness::with(
+        controller_on(broker_addr, dir.path()).await?,
+        tempfile::tempdir()?,
+    )
+    .await?;
     let report = |seq| {
         (
             topic(NODE, "telemetry"),
@@ -641,11 +656,11 @@ async fn store_errors_lose_no_report() -> Result<()> {
     first.controller.shutdown().await;
 
     // A controller with a working database takes over the session.
-    let second = Harness {
-        controller: controller_on(broker_addr, dir.path()).await?,
-        http: reqwest::Client::new(),
-        _dir: tempfile::tempdir()?,
-    };
+    let second = Harness::with(
+        controller_on(broker_addr, dir.path()).await?,
+        tempfile::tempdir()?,
+    )
+    .await?;
     second.wait_metric(telemetry_series, 1.0).await?;
     let d = second.json(&format!("/api/v1/nodes/{NODE}")).await?;
     assert_eq!(d["latest"]["seq"], 2);

@@ -1,0 +1,61 @@
+#!/usr/bin/env bash
+# Ingest at broker speed: the release controller (external broker mode)
+# ingests N distinct reports published through Mosquitto, on SQLite and on
+# PostgreSQL; each figure is printed beside the ceiling a plain MQTT
+# subscriber reaches on the same broker in the same run (see
+# controller/examples/ingest_bench.rs for what is measured and how).
+#
+#   controller/bench/ingest.sh            # N = 100000
+#   REPORTS=200000 controller/bench/ingest.sh
+#
+# Needs Mosquitto at $MQTT_URL (default mqtt://127.0.0.1:1883) and
+# PostgreSQL at $PG_ADMIN_URL (default postgres://postgres@127.0.0.1:5432/test;
+# set PG_ADMIN_URL= to skip PostgreSQL).
+set -euo pipefail
+cd "$(dirname "$0")/../.."
+
+REPORTS=${REPORTS:-100000}
+NODES=${NODES:-1000}
+WINDOW=${WINDOW:-900}
+MQTT_URL=${MQTT_URL:-mqtt://127.0.0.1:1883}
+PG_ADMIN_URL=${PG_ADMIN_URL-postgres://postgres@127.0.0.1:5432/test}
+
+cargo build --release -q -p meshtable --bin meshtable --example ingest_bench
+BIN=target/release/meshtable
+BENCH=target/release/examples/ingest_bench
+
+tmp=$(mktemp -d)
+pgdb="meshtable_ingest_bench_$$"
+cleanup() {
+    rm -rf "$tmp"
+    if [ -n "$PG_ADMIN_URL" ]; then
+        psql -q "$PG_ADMIN_URL" -c "DROP DATABASE IF EXISTS $pgdb WITH (FORCE)" >/dev/null 2>&1 || true
+    fi
+}
+trap cleanup EXIT
+
+# Networks are created by an admin once ingest stops creating them itself.
+register() {
+    local url=$1 net=$2
+    if "$BIN" network --help >/dev/null 2>&1; then
+        "$BIN" network add "$net" --accept-unsigned --database-url "$url" >/dev/null
+    fi
+}
+
+echo "meshtable ingest benchmark: $REPORTS reports over $NODES nodes through $MQTT_URL, $(nproc) cores"
+net="bench-sqlite-$$"
+url="sqlite://$tmp/bench.db"
+register "$url" "$net"
+"$BENCH" --meshtable "$BIN" --database-url "$url" --network "$net" --mqtt-url "$MQTT_URL" \
+    --reports "$REPORTS" --nodes "$NODES" --window "$WINDOW" --label sqlite
+
+if [ -n "$PG_ADMIN_URL" ]; then
+    psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE $pgdb" >/dev/null
+    url="${PG_ADMIN_URL%/*}/$pgdb"
+    net="bench-pg-$$"
+    register "$url" "$net"
+    "$BENCH" --meshtable "$BIN" --database-url "$url" --network "$net" --mqtt-url "$MQTT_URL" \
+        --reports "$REPORTS" --nodes "$NODES" --window "$WINDOW" --label postgresql
+else
+    echo "postgresql skipped: PG_ADMIN_URL is empty"
+fi

@@ -1,0 +1,331 @@
+//! Ingest through the broker: committed reports per second beside the
+//! ceiling a plain MQTT subscriber reaches on the same broker and flood.
+//! Run by `controller/bench/ingest.sh`, which builds the release binaries,
+//! prepares the databases and runs this once per backend.
+//!
+//! 1. Ceiling: `meshtable-sim`'s flood publishes N distinct reports as fast
+//!    as the broker acknowledges them, while a plain subscriber (QoS 1,
+//!    acking at once) counts them: ceiling = received / (last received −
+//!    first publish).
+//! 2. Controller: the release `meshtable` (external broker mode, its own
+//!    share group and client id) ingests a flood of N other reports, while a
+//!    plain subscriber counts the same flow again. Committed = N / (moment
+//!    the database holds all N samples − first publish), read by polling the
+//!    database.
+//!
+//! The broker drops messages for a subscriber that has more than
+//! `max_queued_messages` (Mosquitto's default: 1000) waiting, so in step 2
+//! the flood is gated: report `i` is published only once fewer than
+//! `--window` reports are published and not yet committed. The controller's
+//! figure is then what it sustains without losing anything; the ceiling is
+//! the broker's rate to a consumer that does no work.
+//!
+//! ```text
+//! ingest_bench --meshtable target/release/meshtable --database-url URL --network NET
+//!     [--mqtt-url mqtt://127.0.0.1:1883] [--reports 100000] [--nodes 1000] [--window 900]
+//! ```
+
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use anyhow::{Context, bail};
+use meshtable_sim::flood::{self, CountConfig, FloodConfig};
+use meshtable_store::Store;
+use tokio::sync::{oneshot, watch};
+
+struct Args {
+    meshtable: PathBuf,
+    database_url: String,
+    network: String,
+    mqtt_url: String,
+    reports: u64,
+    nodes: u32,
+    window: u64,
+    label: String,
+}
+
+fn args() -> anyhow::Result<Args> {
+    let mut a = Args {
+        meshtable: PathBuf::from("target/release/meshtable"),
+        database_url: String::new(),
+        network: String::new(),
+        mqtt_url: "mqtt://127.0.0.1:1883".to_owned(),
+        reports: 100_000,
+        nodes: 1000,
+        window: 900,
+        label: String::new(),
+    };
+    let mut it = std::env::args().skip(1);
+    while let Some(flag) = it.next() {
+        let mut value = || it.next().with_context(|| format!("{flag} needs a value"));
+        match flag.as_str() {
+            "--meshtable" => a.meshtable = PathBuf::from(value()?),
+            "--database-url" => a.database_url = value()?,
+            "--network" => a.network = value()?,
+            "--mqtt-url" => a.mqtt_url = value()?,
+            "--reports" => a.reports = value()?.parse()?,
+            "--nodes" => a.nodes = value()?.parse()?,
+            "--window" => a.window = value()?.parse()?,
+            "--label" => a.label = value()?,
+            other => bail!("unknown argument {other}"),
+        }
+    }
+    if a.database_url.is_empty() || a.network.is_empty() {
+        bail!("--database-url and --network are required");
+    }
+    if a.label.is_empty() {
+        a.label = a.database_url.split(':').next().unwrap_or("db").to_owned();
+    }
+    Ok(a)
+}
+
+fn suffix() -> String {
+    format!("{:x}{:08x}", std::process::id(), rand_seed())
+}
+
+fn rand_seed() -> u32 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| d.subsec_nanos())
+        .unwrap_or(0)
+}
+
+/// User and system CPU time of a process, in seconds.
+fn cpu_seconds(pid: u32) -> f64 {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+        return 0.0;
+    };
+    let Some(rest) = stat.rsplit_once(')').map(|(_, r)| r) else {
+        return 0.0;
+    };
+    let fields: Vec<&str> = rest.split_whitespace().collect();
+    // After the command: state is field 3, utime 14 and stime 15 (1-based).
+    let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok());
+    let hz = 100.0;
+    ticks(14).unwrap_or(0.0) / hz + ticks(15).unwrap_or(0.0) / hz
+}
+
+/// The controller process; killed on drop.
+struct Controller {
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Controller {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+fn start_controller(
+    a: &Args,
+    dir: &std::path::Path,
+    client_id: &str,
+    group: &str,
+) -> anyhow::Result<Controller> {
+    let port = std::net::TcpListener::bind("127.0.0.1:0")?
+        .local_addr()?
+        .port();
+    let log = dir.join("controller.log");
+    let child = Command::new(&a.meshtable)
+        .arg("serve")
+        .args(["--mqtt-url", &a.mqtt_url])
+        .args(["--database-url", &a.database_url])
+        .args(["--listen", &format!("127.0.0.1:{port}")])
+        .args(["--mqtt-client-id", client_id])
+        .args(["--mqtt-share-group", group])
+        .args(["--data-dir", &dir.join("data").display().to_string()])
+        .args(["--log", "info"])
+        .stdout(Stdio::null())
+        .stderr(std::fs::File::create(&log)?)
+        .spawn()
+        .with_context(|| format!("start {}", a.meshtable.display()))?;
+    let mut c = Controller { child, log };
+    let deadline = Instant::now() + Duration::from_secs(60);
+    loop {
+        let text = std::fs::read_to_string(&c.log).unwrap_or_default();
+        if text.contains("subscribed") {
+            return Ok(c);
+        }
+        if let Some(status) = c.child.try_wait()? {
+            bail!("controller exited ({status}):\n{text}");
+        }
+        if Instant::now() > deadline {
+            bail!("controller did not subscribe within 60 s:\n{text}");
+        }
+        std::thread::sleep(Duration::from_millis(50));
+    }
+}
+
+/// Removes the persistent sessions the controller left on the broker.
+async fn purge_sessions(host: &str, port: u16, client_id: &str) {
+    for conn in 0..meshtable::ingest::SHARED_CONNECTIONS {
+        let id = meshtable::ingest::connection_client_id(client_id, conn);
+        let mut o = rumqttc::MqttOptions::new(id, host, port);
+        o.set_clean_session(true);
+        let (client, mut el) = rumqttc::AsyncClient::new(o, 4);
+        let _ = tokio::time::timeout(Duration::from_secs(3), async {
+            loop {
+                match el.poll().await {
+                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                        let _ = client.try_disconnect();
+                    }
+                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => {
+                        return;
+                    }
+                    Ok(_) => {}
+                }
+            }
+        })
+        .await;
+    }
+}
+
+fn count_config(host: &str, port: u16, network: &str, expect: u64) -> CountConfig {
+    CountConfig {
+        mqtt_host: host.to_owned(),
+        mqtt_port: port,
+        client_id: format!("meshtable-bench-count-{}", suffix()),
+        filter: format!("meshtable/v1/{network}/+/telemetry"),
+        expect,
+        idle: Duration::from_secs(5),
+    }
+}
+
+fn flood_config(host: &str, port: u16, network: &str, a: &Args, boot: &str) -> FloodConfig {
+    FloodConfig {
+        mqtt_host: host.to_owned(),
+        mqtt_port: port,
+        network: network.to_owned(),
+        reports: a.reports,
+        nodes: a.nodes,
+        boot: boot.to_owned(),
+        connections: flood::DEFAULT_CONNECTIONS,
+        inflight: flood::DEFAULT_INFLIGHT,
+        rate: None,
+        gate: None,
+    }
+}
+
+#[tokio::main(flavor = "multi_thread", worker_threads = 2)]
+async fn main() -> anyhow::Result<()> {
+    let a = args()?;
+    let (host, port) = meshtable_sim::parse_mqtt_url(&a.mqtt_url)?;
+    let run = suffix();
+
+    // 1. Ceiling: the flood and a plain subscriber, no controller.
+    let ceiling_net = format!("bench-ceiling-{run}");
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (since_tx, since_rx) = watch::channel(None);
+    let counter = tokio::spawn(flood::count(
+        count_config(&host, port, &ceiling_net, a.reports),
+        ready_tx,
+        since_rx,
+    ));
+    ready_rx.await.context("ceiling subscriber")?;
+    since_tx.send_replace(Some(Instant::now()));
+    let published = flood::flood(flood_config(&host, port, &ceiling_net, &a, "c")).await?;
+    let ceiling = counter.await??;
+    println!(
+        "[{}] ceiling: published {} at {:.0}/s; plain subscriber received {} at {:.0}/s",
+        a.label,
+        published.acked,
+        published.rate(),
+        ceiling.received,
+        ceiling.rate()
+    );
+
+    // 2. The controller.
+    let dir = tempfile::tempdir()?;
+    let client_id = format!("meshtable-bench-{run}");
+    let group = format!("bench{run}");
+    let controller = start_controller(&a, dir.path(), &client_id, &group)?;
+    let pid = controller.child.id();
+    let store = Store::connect(&a.database_url).await.context("connect")?;
+    let base = store.last_sample_id().await?;
+    let before = store.sample_count().await?;
+
+    let (ready_tx, ready_rx) = oneshot::channel();
+    let (since_tx, since_rx) = watch::channel(None);
+    let counter = tokio::spawn(flood::count(
+        count_config(&host, port, &a.network, a.reports),
+        ready_tx,
+        since_rx,
+    ));
+    ready_rx.await.context("subscriber")?;
+
+    let (gate_tx, gate_rx) = watch::channel(if a.window == 0 { u64::MAX } else { a.window });
+    let mut cfg = flood_config(&host, port, &a.network, &a, &format!("b{run}"));
+    if a.window > 0 {
+        cfg.gate = Some(gate_rx);
+    }
+    let cpu0 = cpu_seconds(pid);
+    let start = Instant::now();
+    since_tx.send_replace(Some(start));
+    let flood_task = tokio::spawn(flood::flood(cfg));
+
+    // Poll the database: open the gate as samples commit; stop when all are in.
+    let mut last_progress = Instant::now();
+    let mut committed = 0u64;
+    let done_at = loop {
+        let id = store.last_sample_id().await?;
+        let now_committed = u64::try_from(id - base).unwrap_or(0).min(a.reports);
+        if now_committed > committed {
+            committed = now_committed;
+            last_progress = Instant::now();
+        }
+        if a.window > 0 {
+            gate_tx.send_replace(committed + a.window);
+        }
+        if committed >= a.reports {
+            let count = store.sample_count().await? - before;
+            if count >= a.reports {
+                break Some(Instant::now());
+            }
+        }
+        if last_progress.elapsed() > Duration::from_secs(20) {
+            break None;
+        }
+        tokio::time::sleep(Duration::from_millis(2)).await;
+    };
+    let cpu = cpu_seconds(pid) - cpu0;
+    let published = flood_task.await??;
+    let seen = counter.await??;
+    let count = store.sample_count().await? - before;
+    let text = std::fs::read_to_string(&controller.log).unwrap_or_default();
+    drop(controller);
+    purge_sessions(&host, port, &client_id).await;
+    let Some(done_at) = done_at else {
+        bail!(
+            "[{}] the controller committed {count} of {} reports and stopped making progress; log tail:\n{}",
+            a.label,
+            a.reports,
+            text.lines().rev().take(20).collect::<Vec<_>>().join("\n")
+        );
+    };
+    let secs = done_at.duration_since(start).as_secs_f64();
+    let rate = count as f64 / secs;
+    println!(
+        "[{}] controller: {count} reports committed in {secs:.2} s = {rate:.0}/s \
+         (published {} at {:.0}/s, gate window {}; the subscriber beside it received {} at {:.0}/s); \
+         controller CPU {:.2} s = {:.0} us/report",
+        a.label,
+        published.acked,
+        published.rate(),
+        a.window,
+        seen.received,
+        seen.rate(),
+        cpu,
+        cpu * 1e6 / count.max(1) as f64
+    );
+    println!(
+        "[{}] RESULT ceiling {:.0}/s  controller {:.0}/s  = {:.0} % of the ceiling",
+        a.label,
+        ceiling.rate(),
+        rate,
+        100.0 * rate / ceiling.rate()
+    );
+    Ok(())
+}
