@@ -45,6 +45,23 @@ impl Agent {
         interval: &str,
         state_dir: &Path,
     ) -> Agent {
+        Agent::start_with(mqtt_url, network, node, interval, state_dir, &[])
+    }
+
+    /// Like [`Agent::start`], with extra command-line arguments (e.g.
+    /// `--identity-dir DIR` for an enrolled agent).
+    ///
+    /// # Panics
+    ///
+    /// As [`Agent::start`].
+    pub fn start_with(
+        mqtt_url: &str,
+        network: &str,
+        node: &str,
+        interval: &str,
+        state_dir: &Path,
+        extra_args: &[&str],
+    ) -> Agent {
         let bin = &binaries().agent;
         let dir = tempfile::Builder::new()
             .prefix("meshtable-e2e-agent-")
@@ -56,7 +73,8 @@ impl Agent {
             .args(["--node-id", node])
             .args(["--interval", interval])
             .arg("--state-dir")
-            .arg(state_dir);
+            .arg(state_dir)
+            .args(extra_args);
         isolate_env(&mut cmd);
         cmd.stdin(Stdio::null())
             .stdout(File::create(dir.path().join("agent.stdout.log")).expect("create a log file"))

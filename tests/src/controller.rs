@@ -43,6 +43,10 @@ pub struct Controller {
     external_broker: bool,
     client_id: String,
     share_group: String,
+    /// The flags naming the database, for `meshtable user`/`token` commands.
+    db_args: Vec<String>,
+    /// An API token of the bootstrap superadmin, sent with every request.
+    token: Option<String>,
 }
 
 impl Controller {
@@ -95,6 +99,15 @@ impl Controller {
             if let Some(url) = backend.database_url() {
                 cmd.args(["--database-url", url]);
             }
+            // Agents of the tests are not enrolled unless a test enrolls
+            // them: the embedded broker lets them in without a login unless
+            // the test says otherwise (--mqtt-allow-anonymous=false).
+            if !extra_args
+                .iter()
+                .any(|a| a.starts_with("--mqtt-allow-anonymous"))
+            {
+                cmd.arg("--mqtt-allow-anonymous");
+            }
             cmd.args(extra_args);
             isolate_env(&mut cmd);
             let stdout = dir.path().join("controller.stdout.log");
@@ -116,9 +129,16 @@ impl Controller {
                 external_broker: backend.mqtt_url().is_some(),
                 client_id: client_id.clone(),
                 share_group: share_group.clone(),
+                db_args: Vec::new(),
+                token: None,
             };
+            ctl.db_args = db_args(ctl.dir.path(), backend);
             match ctl.wait_ready(backend) {
-                Ok(()) => return ctl,
+                Ok(()) => {
+                    let token = ctl.cli(&["token", "create", "--user", "admin", "--label", "e2e"]);
+                    ctl.token = Some(token.trim().to_owned());
+                    return ctl;
+                }
                 Err(log) if attempt < START_ATTEMPTS && log.contains("already in use") => {
                     eprintln!("controller found a port taken, retrying: {}", tail(&log, 3));
                     // Take the directory back for the next attempt: the
@@ -254,14 +274,118 @@ impl Controller {
         }
     }
 
-    /// `GET path`: status and body, or the transport error.
+    /// Runs `meshtable ARGS` against this controller's database (the
+    /// `user` and `token` commands) and returns its standard output.
+    ///
+    /// # Panics
+    ///
+    /// When it fails, with its standard error.
+    pub fn cli(&self, args: &[&str]) -> String {
+        self.cli_with_stdin(args, None)
+    }
+
+    /// Like [`Controller::cli`], with `stdin` as standard input.
+    ///
+    /// # Panics
+    ///
+    /// As [`Controller::cli`].
+    pub fn cli_with_stdin(&self, args: &[&str], stdin: Option<&str>) -> String {
+        use std::io::Write as _;
+        let bin = &binaries().controller;
+        let mut cmd = Command::new(bin);
+        cmd.args(args).args(&self.db_args);
+        isolate_env(&mut cmd);
+        cmd.stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped());
+        let mut child = cmd
+            .spawn()
+            .unwrap_or_else(|e| panic!("cannot start {}: {e}", bin.display()));
+        if let (Some(text), Some(mut pipe)) = (stdin, child.stdin.take()) {
+            pipe.write_all(text.as_bytes())
+                .expect("write the command's standard input");
+        }
+        drop(child.stdin.take());
+        let out = child
+            .wait_with_output()
+            .expect("wait for the meshtable command");
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let stderr = String::from_utf8_lossy(&out.stderr).into_owned();
+        // Kept with the controller's logs, so that the secrets check sees them.
+        let log = self.dir.path().join("cli.stderr.log");
+        if let Ok(mut f) = fs::OpenOptions::new().create(true).append(true).open(log) {
+            let _ = f.write_all(stderr.as_bytes());
+        }
+        assert!(
+            out.status.success(),
+            "meshtable {} failed ({}):\n{stderr}",
+            args.join(" "),
+            out.status
+        );
+        stdout
+    }
+
+    /// Creates `network` (`meshtable network add`): reports for a network
+    /// that does not exist are refused. `accept_unsigned` lets agents that
+    /// are not enrolled report to it.
+    ///
+    /// # Panics
+    ///
+    /// When the command fails.
+    pub fn add_network(&self, network: &str, accept_unsigned: bool) {
+        let mut args = vec!["network", "add", network];
+        if accept_unsigned {
+            args.push("--accept-unsigned");
+        }
+        self.cli(&args);
+    }
+
+    /// A new enrollment token for `network` valid for `ttl` (e.g. `1h`).
+    ///
+    /// # Panics
+    ///
+    /// When the command fails.
+    pub fn enroll_token(&self, network: &str, ttl: &str) -> String {
+        self.cli(&["enroll-token", "create", "--network", network, "--ttl", ttl])
+            .trim()
+            .to_owned()
+    }
+
+    /// The API token of the bootstrap superadmin the helpers send.
+    pub fn admin_token(&self) -> &str {
+        self.token.as_deref().unwrap_or_default()
+    }
+
+    /// `GET path` with `authorization` as the `Authorization` header (none
+    /// with `None`): status and body, or the transport error.
+    pub fn try_get_as(
+        &self,
+        path: &str,
+        authorization: Option<&str>,
+    ) -> Result<(u16, String), String> {
+        let url = format!("{}{path}", self.base);
+        let mut req = self.http.get(&url);
+        if let Some(a) = authorization {
+            req = req.header("Authorization", a);
+        }
+        let resp = req.call().map_err(|e| format!("GET {url}: {e}"))?;
+        let status = resp.status().as_u16();
+        let body = resp
+            .into_body()
+            .read_to_string()
+            .map_err(|e| format!("GET {url}: body: {e}"))?;
+        Ok((status, body))
+    }
+
+    /// `GET path` as the bootstrap superadmin (once the controller is
+    /// ready): status and body, or the transport error.
     pub fn try_get(&self, path: &str) -> Result<(u16, String), String> {
         let url = format!("{}{path}", self.base);
-        let resp = self
-            .http
-            .get(&url)
-            .call()
-            .map_err(|e| format!("GET {url}: {e}"))?;
+        let mut req = self.http.get(&url);
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
+        }
+        let resp = req.call().map_err(|e| format!("GET {url}: {e}"))?;
         let status = resp.status().as_u16();
         let body = resp
             .into_body()
@@ -441,6 +565,16 @@ impl Drop for Controller {
             crate::purge_session(&self.mqtt_url, &self.client_id);
         }
     }
+}
+
+/// The flags that name the database of a controller with data directory
+/// `dir` on `backend`.
+fn db_args(dir: &Path, backend: &Backend) -> Vec<String> {
+    let mut args = vec!["--data-dir".to_owned(), dir.display().to_string()];
+    if let Some(url) = backend.database_url() {
+        args.extend(["--database-url".to_owned(), url.to_owned()]);
+    }
+    args
 }
 
 /// Keeps the developer's `MESHTABLE_*` settings (the controller reads its

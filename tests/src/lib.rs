@@ -14,6 +14,8 @@
 //!   and kill their process on drop;
 //! - [`MqttClient`]: a plain MQTT client for hand-made (and malformed) messages;
 //! - [`links`]: the kernel's view of this machine's interfaces and counters;
+//! - [`NetnsLink`], [`Relay`] and [`NetnsAgent`]: an agent in a network
+//!   namespace whose link a test can take down;
 //! - [`wait_until`]: the bounded poller every wait goes through.
 //!
 //! Every wait is bounded and panics with a message that says what it waited
@@ -27,6 +29,7 @@ pub mod json;
 mod kernel;
 mod metrics;
 mod mqtt;
+mod netns;
 mod urls;
 
 use std::net::TcpListener;
@@ -41,6 +44,7 @@ pub use controller::{Controller, isolate_env};
 pub use kernel::{Link, boot_id, hostname, links};
 pub use metrics::{Sample as MetricSample, find as find_metric, parse_metrics};
 pub use mqtt::{MqttClient, Received, SharedBrokerCleanup, clear_retained, purge_session};
+pub use netns::{NETNS_TCP_RETRIES2, NetnsAgent, NetnsLink, Relay, netns_unavailable};
 
 /// How often [`wait_until`] polls.
 pub const POLL: Duration = Duration::from_millis(100);

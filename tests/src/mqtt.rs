@@ -63,11 +63,23 @@ impl MqttClient {
 
     /// Like [`MqttClient::connect`], returning what went wrong.
     pub fn try_connect(mqtt_url: &str, client_id: &str) -> Result<MqttClient, String> {
+        MqttClient::try_connect_as(mqtt_url, client_id, None)
+    }
+
+    /// Like [`MqttClient::try_connect`], logging in as `login` (user, password).
+    pub fn try_connect_as(
+        mqtt_url: &str,
+        client_id: &str,
+        login: Option<(&str, &str)>,
+    ) -> Result<MqttClient, String> {
         let (host, port) = crate::urls::host_port(mqtt_url, 1883)?;
         let mut opts = MqttOptions::new(client_id, host, port);
         opts.set_keep_alive(Duration::from_secs(30))
             .set_clean_session(true)
             .set_max_packet_size(MAX_PACKET, MAX_PACKET);
+        if let Some((user, password)) = login {
+            opts.set_credentials(user, password);
+        }
         let (client, mut connection) = Client::new(opts, 64);
         let (tx, events) = mpsc::channel();
         thread::spawn(move || {

@@ -121,6 +121,7 @@ fn check_cases_locally(cases: &[Case]) {
 fn bad_input(backend: &Backend) {
     let mut ctl = Controller::start(backend);
     let net = unique("e2e-bad");
+    ctl.add_network(&net, true);
     let good = "good";
     let good_topic = format!("meshtable/v1/{net}/{good}/telemetry");
     let cases = cases(&net);

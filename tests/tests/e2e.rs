@@ -141,6 +141,7 @@ fn busy_mqtt_port_is_a_clear_error() {
 fn scenario(backend: &Backend) {
     let mut ctl = Controller::start(backend);
     let net = unique("e2e");
+    ctl.add_network(&net, true);
     let node = "router-1";
     let _cleanup = SharedBrokerCleanup::new(backend, &net, node);
     let base = MetricBase::new(&ctl, backend);

@@ -40,6 +40,8 @@
 //! # Ok(()) }
 //! ```
 
+pub mod flood;
+pub mod mesh;
 pub mod model;
 mod node;
 pub mod profile;

@@ -39,9 +39,28 @@ struct Args {
     /// Simulate only the first N nodes of the snapshot
     #[arg(long, env = "MESHTABLE_SIM_NODES")]
     nodes: Option<usize>,
+    /// Grow the snapshot to N nodes, all online (copies get ids `<id>-r<k>`), for load tests
+    #[arg(long, env = "MESHTABLE_SIM_FLEET_SIZE", value_name = "N")]
+    fleet_size: Option<usize>,
     /// Stop after this long (humantime) instead of at Ctrl-C
     #[arg(long, env = "MESHTABLE_SIM_DURATION", value_parser = humantime::parse_duration)]
     duration: Option<Duration>,
+    /// Flood mode: publish this many distinct telemetry reports as fast as
+    /// the broker accepts them (QoS 1), print what the broker acknowledged and exit
+    #[arg(long, value_name = "N")]
+    flood: Option<u64>,
+    /// Flood mode: distinct nodes the reports are spread over
+    #[arg(long, value_name = "N", default_value_t = 1000)]
+    flood_nodes: u32,
+    /// Flood mode: boot id prefix (another prefix gives other reports)
+    #[arg(long, value_name = "PREFIX", default_value = "flood")]
+    flood_boot: String,
+    /// Flood mode: publishing connections
+    #[arg(long, value_name = "N", default_value_t = meshtable_sim::flood::DEFAULT_CONNECTIONS)]
+    flood_connections: usize,
+    /// Flood mode: at most this many reports per second [default: no limit]
+    #[arg(long, value_name = "RATE")]
+    flood_rate: Option<f64>,
     /// Log filter (RUST_LOG syntax) [default: RUST_LOG, else info]
     #[arg(long)]
     log: Option<String>,
@@ -61,9 +80,34 @@ async fn main() -> anyhow::Result<()> {
         .init();
 
     let (mqtt_host, mqtt_port) = parse_mqtt_url(&args.mqtt_url).context("--mqtt-url")?;
+    if let Some(reports) = args.flood {
+        let cfg = meshtable_sim::flood::FloodConfig {
+            mqtt_host,
+            mqtt_port,
+            network: args.network.unwrap_or_else(|| "flood".to_owned()),
+            reports,
+            nodes: args.flood_nodes,
+            boot: args.flood_boot,
+            connections: args.flood_connections,
+            inflight: meshtable_sim::flood::DEFAULT_INFLIGHT,
+            rate: args.flood_rate,
+            gate: None,
+        };
+        let r = meshtable_sim::flood::flood(cfg).await?;
+        println!(
+            "meshtable-sim flood: acked={} elapsed_ms={} rate={:.0}",
+            r.acked,
+            r.elapsed.as_millis(),
+            r.rate()
+        );
+        return Ok(());
+    }
     let mut snapshot = Snapshot::load(&args.snapshot).context("--snapshot")?;
     if let Some(n) = args.nodes {
         snapshot.truncate(n);
+    }
+    if let Some(n) = args.fleet_size {
+        snapshot.replicate(n);
     }
     let network = args.network.unwrap_or_else(|| {
         if Snapshot::builtin(&args.snapshot).is_some() {

@@ -275,6 +275,10 @@ impl NodeModel {
             interfaces,
             dropped,
             backfill: false,
+            neighbours: p.neighbours.clone(),
+            gateway: p.gateway.clone(),
+            clients: p.mesh_clients.clone(),
+            ..Telemetry::default()
         };
         self.seq += 1;
         t

@@ -4,7 +4,9 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use meshtable_proto::{Hello, InterfaceInfo, InterfaceKind, Location, VERSION};
+use meshtable_proto::{
+    Clients, Gateway, Hello, InterfaceInfo, InterfaceKind, Location, Neighbour, VERSION,
+};
 
 use crate::rng::Rng;
 use crate::snapshot::{LinkKind, Snapshot, SnapshotNode, parse_time_ms};
@@ -101,6 +103,12 @@ pub struct NodeProfile {
     pub solar_offset_ms: i64,
     /// The interfaces, in hello order.
     pub interfaces: Vec<InterfaceProfile>,
+    /// Its batman-adv neighbours (see [`crate::mesh`]).
+    pub neighbours: Vec<Neighbour>,
+    /// Its default route (see [`crate::mesh`]).
+    pub gateway: Option<Gateway>,
+    /// Its client counts (routers only).
+    pub mesh_clients: Option<Clients>,
 }
 
 /// Hardware facts by model: RAM and flash in MiB.
@@ -247,11 +255,13 @@ pub fn link_addrs(snapshot: &Snapshot) -> LinkAddrs {
 pub fn fleet(snapshot: &Snapshot, seed: u64) -> Vec<NodeProfile> {
     let addrs = link_addrs(snapshot);
     let snapshot_ms = snapshot.timestamp_ms();
-    snapshot
+    let mut profiles: Vec<NodeProfile> = snapshot
         .nodes
         .iter()
         .map(|n| NodeProfile::new(n, snapshot_ms, &addrs, seed))
-        .collect()
+        .collect();
+    crate::mesh::attach(snapshot, &mut profiles);
+    profiles
 }
 
 fn clamp_share(v: Option<f64>) -> Option<f64> {
@@ -379,6 +389,9 @@ impl NodeProfile {
             clients: node.clients,
             solar_offset_ms,
             interfaces,
+            neighbours: Vec::new(),
+            gateway: None,
+            mesh_clients: None,
         }
     }
 
@@ -394,6 +407,7 @@ impl NodeProfile {
             interfaces: self.interfaces.iter().map(|i| i.info.clone()).collect(),
             location: self.location.clone(),
             interval_ms,
+            ..Hello::default()
         }
     }
 }

@@ -94,6 +94,9 @@ pub struct SnapshotNode {
     /// The community's domain (segment) the node belongs to.
     #[serde(default)]
     pub domain: Option<String>,
+    /// The next hop towards its gateway: a node id (Bremen) or a MAC.
+    #[serde(default)]
+    pub gateway_nexthop: Option<String>,
 }
 
 /// A node's position; some collectors write an empty object for "unknown".
@@ -212,6 +215,30 @@ impl Snapshot {
         let kept: HashSet<&str> = self.nodes.iter().map(|n| n.node_id.as_str()).collect();
         self.links
             .retain(|l| kept.contains(l.source.as_str()) && kept.contains(l.target.as_str()));
+    }
+
+    /// Grows the snapshot to `n` nodes, all online, for load tests: the
+    /// nodes are copied in turn, copy `k` of a node taking the node id
+    /// `<id>-r<k>` and the hostname `<hostname>-r<k>` (copies have no links).
+    /// Keeps the first `n` nodes when there are more.
+    pub fn replicate(&mut self, n: usize) {
+        if self.nodes.len() >= n {
+            self.truncate(n);
+        }
+        let originals = self.nodes.len();
+        for node in &mut self.nodes {
+            node.is_online = true;
+        }
+        if originals == 0 {
+            return;
+        }
+        for i in originals..n {
+            let mut node = self.nodes[i % originals].clone();
+            let k = i / originals;
+            node.node_id = format!("{}-r{k}", node.node_id);
+            node.hostname = format!("{}-r{k}", node.hostname);
+            self.nodes.push(node);
+        }
     }
 
     /// How many nodes were online when the snapshot was taken.

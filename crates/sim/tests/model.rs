@@ -265,7 +265,8 @@ fn same_seed_same_fleet() {
 fn round_trip<M: Message + PartialEq + std::fmt::Debug>(msg: &M, kind: Kind) {
     for encoding in [Encoding::Cbor, Encoding::Json] {
         let bytes = encode(msg, encoding);
-        assert!(bytes.len() < 4096, "{} bytes", bytes.len());
+        // A gateway with 160 batman-adv neighbours needs some 20 KiB in JSON.
+        assert!(bytes.len() < 32 * 1024, "{} bytes", bytes.len());
         let (decoded, got) = Report::decode(kind, &bytes).unwrap();
         assert_eq!(got, encoding);
         let same = match decoded {
