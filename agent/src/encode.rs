@@ -1,7 +1,9 @@
 //! Encode: the agent's topics, client id and payloads, on top of
 //! `meshtable-proto` (CBOR on the wire, JSON for `--once`).
 
-use meshtable_proto::{Hello, Kind, State, Status, Telemetry, Topic, TopicError, VERSION};
+use meshtable_proto::{
+    CompactPolicy, Compactor, Hello, Kind, State, Status, Telemetry, Topic, TopicError, VERSION,
+};
 use serde::Serialize;
 
 /// The three topics of one node.
@@ -64,6 +66,55 @@ pub fn mark_backfill(payload: Vec<u8>) -> Vec<u8> {
         Err(e) => {
             tracing::warn!(error = %e, "spooled report does not decode, sent unmarked");
             payload
+        }
+    }
+}
+
+/// Turns spooled reports (full v1 CBOR) into the payloads sent: marks
+/// replays as backfill and, with compaction on, writes each report as a v2
+/// compact report against the one sent before it on the same connection
+/// (see [`meshtable_proto::Compactor`]; the controller must decode v2 with a
+/// [`meshtable_proto::Reassembler`]).
+#[derive(Debug, Clone, Default)]
+pub struct Outgoing {
+    compactor: Option<Compactor>,
+}
+
+impl Outgoing {
+    /// Full reports only (`None`), or compact ones with `policy`.
+    pub fn new(compact: Option<CompactPolicy>) -> Outgoing {
+        Outgoing {
+            compactor: compact.map(Compactor::new),
+        }
+    }
+
+    /// Forgets the report sent before: call when a connection is lost, as
+    /// the next connection's first report must be full.
+    pub fn reset(&mut self) {
+        if let Some(c) = &mut self.compactor {
+            c.reset();
+        }
+    }
+
+    /// The payload for one spooled report, in sending order.
+    pub fn payload(&mut self, spooled: Vec<u8>, backfill: bool) -> Vec<u8> {
+        let Some(compactor) = &mut self.compactor else {
+            return if backfill {
+                mark_backfill(spooled)
+            } else {
+                spooled
+            };
+        };
+        match meshtable_proto::decode::<Telemetry>(&spooled) {
+            Ok((mut t, _)) => {
+                t.backfill |= backfill;
+                compactor.encode(&t)
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, "spooled report does not decode, sent as it is");
+                compactor.reset();
+                spooled
+            }
         }
     }
 }
@@ -133,6 +184,51 @@ mod tests {
         );
         // Not a report: left alone.
         assert_eq!(mark_backfill(b"junk".to_vec()), b"junk");
+    }
+
+    #[test]
+    fn outgoing_payloads() {
+        let mut sim = examples::MeshRouterSim::new(7);
+        let reports: Vec<Telemetry> = std::iter::once(sim.report().clone())
+            .chain((0..30).map(|_| sim.step().clone()))
+            .collect();
+        let spooled: Vec<Vec<u8>> = reports.iter().map(meshtable_proto::encode_cbor).collect();
+        // Compaction off: the spooled bytes, or marked backfill.
+        let mut plain = Outgoing::new(None);
+        assert_eq!(plain.payload(spooled[0].clone(), false), spooled[0]);
+        let (t, _) =
+            meshtable_proto::decode::<Telemetry>(&plain.payload(spooled[1].clone(), true)).unwrap();
+        assert!(t.backfill);
+        // Compaction on: the controller's reassembler gets every report back,
+        // across a lost connection, with replays marked backfill.
+        let mut out = Outgoing::new(Some(CompactPolicy {
+            full_every: 0,
+            detail_every: 1,
+        }));
+        let mut controller = meshtable_proto::Reassembler::new();
+        let mut bytes = 0;
+        for (i, (t, p)) in reports.iter().zip(&spooled).enumerate() {
+            if i == 10 {
+                out.reset();
+            }
+            let backfill = (10..13).contains(&i);
+            let payload = out.payload(p.clone(), backfill);
+            bytes += payload.len();
+            let (got, _) = controller.decode("n", &payload).unwrap();
+            assert_eq!(
+                got,
+                Telemetry {
+                    backfill,
+                    ..t.clone()
+                },
+                "report {i}"
+            );
+        }
+        let full: usize = spooled.iter().map(Vec::len).sum();
+        assert!(bytes * 4 < full, "{bytes} of {full} bytes");
+        // Junk passes through, and the next report is full again.
+        assert_eq!(out.payload(b"junk".to_vec(), false), b"junk");
+        assert_eq!(out.payload(spooled[5].clone(), false), spooled[5]);
     }
 
     #[test]

@@ -497,9 +497,12 @@ mod tests {
         }
     }
 
+    /// (raw response, expected status and body)
+    type ResponseCase = (&'static [u8], Option<(u16, &'static [u8])>);
+
     #[test]
     fn responses() {
-        let cases: [(&[u8], Option<(u16, &[u8])>); 4] = [
+        let cases: [ResponseCase; 4] = [
             (
                 b"HTTP/1.1 201 Created\r\ncontent-length: 2\r\n\r\n{}extra",
                 Some((201, b"{}")),

@@ -11,7 +11,10 @@
 //! - [`config`]: flags over a TOML file over defaults, validated before any
 //!   connection is made.
 //! - [`collect`]: `/proc` (uptime, loadavg, stat, meminfo, boot id), rtnetlink
-//!   (interfaces, counters, addresses), `uname`, `statvfs`, release files.
+//!   (interfaces, counters, addresses, default route), `uname`, `statvfs`,
+//!   release files; the mesh: nl80211 radios and stations and batman-adv
+//!   neighbours over generic netlink, babeld's `dump`, DHCP leases, clients
+//!   as salted hashes (see [`collect::mesh`]).
 //! - [`encode`]: topics, client id and payloads (CBOR from `meshtable-proto`).
 //! - [`spool`]: the bounded on-disk spool of unacknowledged reports
 //!   (segments with a checksum per record); a report leaves it only when the

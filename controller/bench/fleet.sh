@@ -24,7 +24,10 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((NODES + 1000)) ]; 
     exit 1
 fi
 
-cargo build --release -q -p meshtable --bin meshtable -p meshtable-sim --bin meshtable-sim
+# SKIP_BUILD=1 uses the release binaries as they are.
+if [ -z "${SKIP_BUILD:-}" ]; then
+    cargo build --release -q -p meshtable --bin meshtable -p meshtable-sim --bin meshtable-sim
+fi
 BIN=target/release/meshtable
 SIM=target/release/meshtable-sim
 

@@ -20,7 +20,10 @@ WINDOW=${WINDOW:-900}
 MQTT_URL=${MQTT_URL:-mqtt://127.0.0.1:1883}
 PG_ADMIN_URL=${PG_ADMIN_URL-postgres://postgres@127.0.0.1:5432/test}
 
-cargo build --release -q -p meshtable --bin meshtable --example ingest_bench
+# SKIP_BUILD=1 uses the release binaries as they are.
+if [ -z "${SKIP_BUILD:-}" ]; then
+    cargo build --release -q -p meshtable --bin meshtable --example ingest_bench
+fi
 BIN=target/release/meshtable
 BENCH=target/release/examples/ingest_bench
 

@@ -181,7 +181,13 @@ async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
-async fn metrics_handler(State(s): State<AppState>) -> Response {
+/// `GET /metrics`: open, or with `--metrics-token-file` only with that
+/// bearer token. Its series are per-network aggregates: no node names,
+/// addresses or clients.
+async fn metrics_handler(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
+    if !s.auth.metrics_allowed(&headers) {
+        return ApiError::Unauthorized("/metrics needs its bearer token".to_owned()).into_response();
+    }
     let fleet = match metrics::fleet_snapshot(&s.store).await {
         Ok(f) => f,
         Err(e) => {

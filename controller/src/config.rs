@@ -15,6 +15,7 @@ use std::str::FromStr;
 use std::time::Duration;
 
 use clap::{Args, Parser, Subcommand};
+use meshtable_store::liveness::FlapPolicy;
 use serde::Deserialize;
 
 /// Default HTTP listen address.
@@ -211,6 +212,15 @@ pub struct ServeArgs {
     /// How often the liveness sweep runs, e.g. 5s or 1m [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub sweep_interval: Option<Duration>,
+    /// Status changes within --flap-window that make a node flapping [default: 4].
+    #[arg(long, value_name = "N")]
+    pub flap_transitions: Option<u32>,
+    /// The window status changes are counted in for flapping [default: 30m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub flap_window: Option<Duration>,
+    /// How long a flapping node must keep its status to be stable again [default: 30m].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub flap_quiet: Option<Duration>,
     /// Log filter in RUST_LOG syntax, e.g. info or meshtable=debug [default: RUST_LOG, else info].
     #[arg(long, value_name = "FILTER")]
     pub log: Option<String>,
@@ -219,6 +229,10 @@ pub struct ServeArgs {
     /// may connect [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub mqtt_allow_anonymous: Option<bool>,
+    /// File holding a bearer token that /metrics then requires (`Authorization: Bearer ...`);
+    /// without it /metrics is open and shows per-network aggregates only.
+    #[arg(long, value_name = "FILE")]
+    pub metrics_token_file: Option<PathBuf>,
     /// How long raw samples are kept, e.g. 14d [default: 14d].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub raw_retention: Option<Duration>,
@@ -283,10 +297,20 @@ pub struct Layer {
     /// `--sweep-interval`.
     #[serde(default, with = "humantime_serde")]
     pub sweep_interval: Option<Duration>,
+    /// `--flap-transitions`.
+    pub flap_transitions: Option<u32>,
+    /// `--flap-window`.
+    #[serde(default, with = "humantime_serde")]
+    pub flap_window: Option<Duration>,
+    /// `--flap-quiet`.
+    #[serde(default, with = "humantime_serde")]
+    pub flap_quiet: Option<Duration>,
     /// `--log`.
     pub log: Option<String>,
     /// `--mqtt-allow-anonymous`.
     pub mqtt_allow_anonymous: Option<bool>,
+    /// `--metrics-token-file`.
+    pub metrics_token_file: Option<PathBuf>,
     /// `--sim-network` (demo).
     pub sim_network: Option<SimNetwork>,
     /// `--sim-interval` (demo).
@@ -331,8 +355,12 @@ impl Layer {
             data_dir,
             offline_after,
             sweep_interval,
+            flap_transitions,
+            flap_window,
+            flap_quiet,
             log,
             mqtt_allow_anonymous,
+            metrics_token_file,
             sim_network,
             sim_interval,
             sim_churn,
@@ -356,8 +384,12 @@ impl Layer {
             data_dir: args.data_dir.clone(),
             offline_after: args.offline_after,
             sweep_interval: args.sweep_interval,
+            flap_transitions: args.flap_transitions,
+            flap_window: args.flap_window,
+            flap_quiet: args.flap_quiet,
             log: args.log.clone(),
             mqtt_allow_anonymous: args.mqtt_allow_anonymous,
+            metrics_token_file: args.metrics_token_file.clone(),
             raw_retention: args.raw_retention,
             rollup_retention: args.rollup_retention,
             history_interval: args.history_interval,
@@ -413,8 +445,12 @@ impl Layer {
             data_dir: var(lookup, "DATA_DIR", |s| Ok(PathBuf::from(s)))?,
             offline_after: var(lookup, "OFFLINE_AFTER", parsed)?,
             sweep_interval: var(lookup, "SWEEP_INTERVAL", parse_duration)?,
+            flap_transitions: var(lookup, "FLAP_TRANSITIONS", parsed)?,
+            flap_window: var(lookup, "FLAP_WINDOW", parse_duration)?,
+            flap_quiet: var(lookup, "FLAP_QUIET", parse_duration)?,
             log: var(lookup, "LOG", string)?,
             mqtt_allow_anonymous: var(lookup, "MQTT_ALLOW_ANONYMOUS", parsed)?,
+            metrics_token_file: var(lookup, "METRICS_TOKEN_FILE", |s| Ok(PathBuf::from(s)))?,
             sim_network: var(lookup, "SIM_NETWORK", parsed)?,
             sim_interval: var(lookup, "SIM_INTERVAL", parse_duration)?,
             sim_churn: var(lookup, "SIM_CHURN", parsed)?,
@@ -523,6 +559,38 @@ fn decode_userinfo(s: &str) -> String {
         .unwrap_or_default()
 }
 
+/// The flapping settings of a layer, defaults filled in and checked.
+fn flap_policy(layer: &Layer) -> Result<FlapPolicy, ConfigError> {
+    let d = FlapPolicy::default();
+    let ms = |v: Duration| i64::try_from(v.as_millis()).unwrap_or(i64::MAX);
+    let fmt = |v: Duration| humantime::format_duration(v).to_string();
+    let transitions = layer.flap_transitions.unwrap_or(d.transitions);
+    if transitions < 2 {
+        return Err(invalid(
+            "--flap-transitions",
+            transitions,
+            "must be at least 2",
+        ));
+    }
+    let window = layer.flap_window.map_or(d.window_ms, ms);
+    if let Some(w) = layer.flap_window
+        && w < Duration::from_secs(1)
+    {
+        return Err(invalid("--flap-window", fmt(w), "must be at least 1s"));
+    }
+    let quiet = layer.flap_quiet.map_or(d.quiet_ms, ms);
+    if let Some(q) = layer.flap_quiet
+        && q < Duration::from_secs(1)
+    {
+        return Err(invalid("--flap-quiet", fmt(q), "must be at least 1s"));
+    }
+    Ok(FlapPolicy {
+        transitions,
+        window_ms: window,
+        quiet_ms: quiet,
+    })
+}
+
 /// The controller's settings, complete and checked.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
@@ -542,10 +610,14 @@ pub struct Config {
     pub offline_after: u32,
     /// Period of the liveness sweep.
     pub sweep_interval: Duration,
+    /// When a node counts as flapping, and when it is stable again.
+    pub flap: FlapPolicy,
     /// Log filter (tracing-subscriber `EnvFilter` syntax).
     pub log: String,
     /// The embedded broker lets clients without a login connect.
     pub mqtt_allow_anonymous: bool,
+    /// `/metrics` requires the bearer token in this file (read at start).
+    pub metrics_token_file: Option<PathBuf>,
     /// History: retention, the history job's period, clock tolerance.
     pub history: HistoryConfig,
 }
@@ -718,6 +790,8 @@ impl Config {
             ));
         }
 
+        let flap = flap_policy(layer)?;
+
         let log = layer
             .log
             .clone()
@@ -737,8 +811,10 @@ impl Config {
             data_dir,
             offline_after,
             sweep_interval,
+            flap,
             log,
             mqtt_allow_anonymous: layer.mqtt_allow_anonymous.unwrap_or(false),
+            metrics_token_file: layer.metrics_token_file.clone(),
             history: HistoryConfig::resolve(layer)?,
         })
     }
@@ -959,8 +1035,10 @@ mod tests {
                 data_dir: PathBuf::from("./meshtable-data"),
                 offline_after: 3,
                 sweep_interval: Duration::from_secs(5),
+                flap: FlapPolicy::default(),
                 log: "info,rumqttd=warn".to_owned(),
                 mqtt_allow_anonymous: false,
+                metrics_token_file: None,
                 history: HistoryConfig::default(),
             }
         );

@@ -54,12 +54,22 @@ pub const DEFAULT_INTERVAL_MS: i64 = 60_000;
 
 /// Runs one sweep at `now_ms` and logs every node it marked offline; then
 /// marks down the links not reported for `offline_after` intervals, and
-/// applies the [`FlapPolicy`] (the default one). Returns the `(network,
-/// node)` pairs it marked offline.
+/// applies the default [`FlapPolicy`]. Returns the `(network, node)` pairs
+/// it marked offline.
 pub async fn sweep(
     store: &Store,
     now_ms: i64,
     offline_after: u32,
+) -> Result<Vec<(String, String)>, StoreError> {
+    sweep_with(store, now_ms, offline_after, FlapPolicy::default()).await
+}
+
+/// [`sweep`] with a [`FlapPolicy`].
+pub async fn sweep_with(
+    store: &Store,
+    now_ms: i64,
+    offline_after: u32,
+    flap: FlapPolicy,
 ) -> Result<Vec<(String, String)>, StoreError> {
     let changed = store
         .sweep_offline(now_ms, offline_after, DEFAULT_INTERVAL_MS)
@@ -73,10 +83,7 @@ pub async fn sweep(
     if down > 0 {
         info!(links = down, "links down: not reported any more");
     }
-    for c in store
-        .reconcile_flapping(now_ms, FlapPolicy::default())
-        .await?
-    {
+    for c in store.reconcile_flapping(now_ms, flap).await? {
         if c.flapping {
             info!(network = %c.network, node = %c.node, "node flapping");
         } else {
@@ -95,6 +102,7 @@ pub async fn run(
     store: Store,
     interval: Duration,
     offline_after: u32,
+    flap: FlapPolicy,
     progress: Arc<Progress>,
     mut stop: watch::Receiver<bool>,
 ) {
@@ -106,7 +114,7 @@ pub async fn run(
             _ = stop.wait_for(|s| *s) => return,
         }
         let now = progress.handled_until(now_ms());
-        if let Err(e) = sweep(&store, now, offline_after).await {
+        if let Err(e) = sweep_with(&store, now, offline_after, flap).await {
             error!(error = %e, "liveness sweep failed");
         }
     }

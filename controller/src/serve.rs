@@ -152,6 +152,10 @@ impl Controller {
                 i64::try_from(config.history.clock_max_skew.as_millis()).unwrap_or(i64::MAX),
             );
         info!(database = %redact_url(&config.database_url), backend = ?store.backend(), "database ready");
+        let metrics_token = match &config.metrics_token_file {
+            Some(path) => Some(crate::auth::read_metrics_token(path)?),
+            None => None,
+        };
         let bootstrap_password = crate::auth::bootstrap(&store).await?;
 
         // The node registry: networks and enrolled nodes, checked by ingest
@@ -191,7 +195,7 @@ impl Controller {
         let state = AppState {
             store: store.clone(),
             metrics: metrics.clone(),
-            auth: Arc::new(crate::auth::AuthState::default()),
+            auth: Arc::new(crate::auth::AuthState::default().with_metrics_token(metrics_token)),
             registry: registry.clone(),
             enroll_limiter: Arc::new(crate::enroll::limiter()),
         };
@@ -237,6 +241,7 @@ impl Controller {
             store.clone(),
             config.sweep_interval,
             config.offline_after,
+            config.flap,
             ingest.progress(),
             stop_rx,
         ));

@@ -339,8 +339,8 @@ pub fn meshviewer_json(g: &Graph, now_ms: i64) -> Value {
 
     // Pair the two directions of each link: key = the two ends, ordered.
     type End<'a> = (&'a str, &'a str);
-    let mut pairs: BTreeMap<(End<'_>, End<'_>), (Option<&LinkView>, Option<&LinkView>)> =
-        BTreeMap::new();
+    type Directions<'a> = (Option<&'a LinkView>, Option<&'a LinkView>);
+    let mut pairs: BTreeMap<(End<'_>, End<'_>), Directions<'_>> = BTreeMap::new();
     for l in &g.links {
         let Some(tn) = &l.target.node else {
             continue;

@@ -71,24 +71,54 @@ fn endpoints() -> Vec<Endpoint> {
     };
     vec![
         //                                                                       admin op  trainer funder viewer
-        e(Method::GET, "/api/v1/networks/{net}/summary", None, [200, 200, 200, 200, 200]),
-        e(Method::GET, "/api/v1/nodes?network={net}", None, [200, 200, 200, 403, 200]),
-        e(Method::GET, "/api/v1/nodes/{node}?network={net}", None, [200, 200, 200, 403, 200]),
+        e(
+            Method::GET,
+            "/api/v1/networks/{net}/summary",
+            None,
+            [200, 200, 200, 200, 200],
+        ),
+        e(
+            Method::GET,
+            "/api/v1/nodes?network={net}",
+            None,
+            [200, 200, 200, 403, 200],
+        ),
+        e(
+            Method::GET,
+            "/api/v1/nodes/{node}?network={net}",
+            None,
+            [200, 200, 200, 403, 200],
+        ),
         e(
             Method::GET,
             "/api/v1/nodes/{node}/series?network={net}&metric=load1",
             None,
             [200, 200, 200, 403, 200],
         ),
-        e(Method::GET, "/api/v1/networks/{net}/roles", None, [200, 403, 403, 403, 403]),
+        e(
+            Method::GET,
+            "/api/v1/networks/{net}/roles",
+            None,
+            [200, 403, 403, 403, 403],
+        ),
         e(
             Method::PUT,
             "/api/v1/networks/{net}/roles/spare",
             Some(json!({"role": "viewer"})),
             [204, 403, 403, 403, 403],
         ),
-        e(Method::GET, "/api/v1/audit?network={net}", None, [200, 403, 403, 403, 403]),
-        e(Method::GET, "/networks/{net}", None, [200, 200, 200, 200, 200]),
+        e(
+            Method::GET,
+            "/api/v1/audit?network={net}",
+            None,
+            [200, 403, 403, 403, 403],
+        ),
+        e(
+            Method::GET,
+            "/networks/{net}",
+            None,
+            [200, 200, 200, 200, 200],
+        ),
     ]
 }
 
@@ -139,7 +169,10 @@ impl Db {
 impl Drop for Db {
     fn drop(&mut self) {
         if let Some((admin, name)) = &self.pg {
-            let _ = psql(admin, &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"));
+            let _ = psql(
+                admin,
+                &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
+            );
         }
     }
 }
@@ -335,8 +368,7 @@ async fn role_endpoint_network_matrix() -> Result<()> {
                         ));
                     }
                     // A 404 never says more than "unknown network".
-                    if got == 404 && network != OWN && body.contains(OTHER) && network == MISSING
-                    {
+                    if got == 404 && network != OWN && body.contains(OTHER) && network == MISSING {
                         failures.push(format!("{who:?} {path}: 404 names {OTHER}: {body}"));
                     }
                 }
@@ -349,10 +381,20 @@ async fn role_endpoint_network_matrix() -> Result<()> {
         // a network that does not exist.
         let viewer = s.token(Who::Role(Role::Viewer));
         let (_, other) = s
-            .call(Method::GET, &format!("/api/v1/networks/{OTHER}/summary"), viewer, None)
+            .call(
+                Method::GET,
+                &format!("/api/v1/networks/{OTHER}/summary"),
+                viewer,
+                None,
+            )
             .await?;
         let (_, missing) = s
-            .call(Method::GET, &format!("/api/v1/networks/{MISSING}/summary"), viewer, None)
+            .call(
+                Method::GET,
+                &format!("/api/v1/networks/{MISSING}/summary"),
+                viewer,
+                None,
+            )
             .await?;
         assert_eq!(
             other.replace(OTHER, "X"),
@@ -383,7 +425,9 @@ async fn role_endpoint_network_matrix() -> Result<()> {
                 .collect();
             assert_eq!(ids, want, "{who:?}");
             // All nodes, without ?network=: only readable networks' nodes.
-            let (status, body) = s.call(Method::GET, "/api/v1/nodes", s.token(who), None).await?;
+            let (status, body) = s
+                .call(Method::GET, "/api/v1/nodes", s.token(who), None)
+                .await?;
             assert_eq!(status, 200, "{who:?}: {body}");
             let v: Value = serde_json::from_str(&body)?;
             let networks: Vec<&str> = v["nodes"]
@@ -449,12 +493,20 @@ async fn funders_see_no_node_names_or_addresses() -> Result<()> {
             let (status, body) = s.call(Method::GET, &path, funder, None).await?;
             assert_eq!(status, 200, "{path}: {body}");
             for secret in &secrets {
-                assert!(!body.contains(secret.as_str()), "{path} shows {secret}: {body}");
+                assert!(
+                    !body.contains(secret.as_str()),
+                    "{path} shows {secret}: {body}"
+                );
             }
         }
         // What a funder does get: counts and traffic.
         let (_, body) = s
-            .call(Method::GET, &format!("/api/v1/networks/{OWN}/summary"), funder, None)
+            .call(
+                Method::GET,
+                &format!("/api/v1/networks/{OWN}/summary"),
+                funder,
+                None,
+            )
             .await?;
         let v: Value = serde_json::from_str(&body)?;
         assert_eq!(v["nodes"], 1, "{v}");
@@ -494,7 +546,9 @@ async fn tokens_expire_and_are_revoked() -> Result<()> {
                 expires_ms: now - 1,
             })
             .await?;
-        let (status, _) = s.call(Method::GET, &path, Some(secret.expose()), None).await?;
+        let (status, _) = s
+            .call(Method::GET, &path, Some(secret.expose()), None)
+            .await?;
         assert_eq!(status, 401, "an expired token");
 
         // Garbage and a well-formed unknown token.
@@ -534,7 +588,13 @@ async fn tokens_expire_and_are_revoked() -> Result<()> {
 
         // Someone else's token cannot be revoked (and is not shown to exist).
         let op = s.token(Who::Role(Role::Operator)).unwrap();
-        let op_id = store.tokens(None).await?.into_iter().find(|t| t.prefix == op[..11]).unwrap().id;
+        let op_id = store
+            .tokens(None)
+            .await?
+            .into_iter()
+            .find(|t| t.prefix == op[..11])
+            .unwrap()
+            .id;
         let r = session_call(
             &s,
             &session,
@@ -561,12 +621,23 @@ async fn tokens_expire_and_are_revoked() -> Result<()> {
         let scoped = v["token"].as_str().unwrap().to_owned();
         assert!(scoped.starts_with("mt_"));
         // Narrowed to funder: aggregates yes, nodes no.
-        assert_eq!(s.call(Method::GET, &path, Some(&scoped), None).await?.0, 200);
+        assert_eq!(
+            s.call(Method::GET, &path, Some(&scoped), None).await?.0,
+            200
+        );
         let nodes = format!("/api/v1/nodes?network={OWN}");
-        assert_eq!(s.call(Method::GET, &nodes, Some(&scoped), None).await?.0, 403);
+        assert_eq!(
+            s.call(Method::GET, &nodes, Some(&scoped), None).await?.0,
+            403
+        );
         // Tokens do not mint tokens.
         let (status, _) = s
-            .call(Method::POST, "/api/v1/tokens", Some(&scoped), Some(&json!({})))
+            .call(
+                Method::POST,
+                "/api/v1/tokens",
+                Some(&scoped),
+                Some(&json!({})),
+            )
             .await?;
         assert_eq!(status, 403);
         // A token for a network the user has no role in: 404.
@@ -678,7 +749,12 @@ async fn sessions_csrf_and_cookie_flags() -> Result<()> {
 
         // GET with the cookie alone works; unsafe methods need the CSRF header.
         let roles = format!("/api/v1/networks/{OWN}/roles");
-        assert_eq!(session_call(&s, &session, Method::GET, &roles, None, false).await?.0, 200);
+        assert_eq!(
+            session_call(&s, &session, Method::GET, &roles, None, false)
+                .await?
+                .0,
+            200
+        );
         let grant = format!("/api/v1/networks/{OWN}/roles/spare");
         let body = json!({"role": "operator"});
         let r = session_call(&s, &session, Method::PUT, &grant, Some(body.clone()), false).await?;
@@ -755,7 +831,10 @@ async fn sessions_csrf_and_cookie_flags() -> Result<()> {
         let ok = post(&token, &token).await?;
         assert_eq!(ok.status(), StatusCode::SEE_OTHER);
         let set = cookie_of(&ok, "meshtable_session").context("session cookie from the form")?;
-        assert!(set.contains("HttpOnly") && set.contains("SameSite=Strict"), "{set}");
+        assert!(
+            set.contains("HttpOnly") && set.contains("SameSite=Strict"),
+            "{set}"
+        );
         s.controller.shutdown().await;
         Ok(())
     })
@@ -797,7 +876,12 @@ async fn logins_are_rate_limited_and_audited() -> Result<()> {
 
         // The audit log: controller-wide for the superadmin only.
         let (status, body) = s
-            .call(Method::GET, "/api/v1/audit?limit=1000", Some(&s.superadmin), None)
+            .call(
+                Method::GET,
+                "/api/v1/audit?limit=1000",
+                Some(&s.superadmin),
+                None,
+            )
             .await?;
         assert_eq!(status, 200, "{body}");
         let v: Value = serde_json::from_str(&body)?;
@@ -811,13 +895,24 @@ async fn logins_are_rate_limited_and_audited() -> Result<()> {
                 .count()
         };
         assert_eq!(count("login", "ok"), 1, "{body}");
-        assert_eq!(count("login", "failed"), auth::LOGIN_USER_BURST as usize, "{body}");
+        assert_eq!(
+            count("login", "failed"),
+            auth::LOGIN_USER_BURST as usize,
+            "{body}"
+        );
         assert_eq!(count("login", "rate_limited"), 1, "{body}");
-        assert!(entries.iter().all(|e| e["source"] == "127.0.0.1" || e["source"].is_null()));
+        assert!(
+            entries
+                .iter()
+                .all(|e| e["source"] == "127.0.0.1" || e["source"].is_null())
+        );
         assert!(!body.contains(&password), "the audit log holds no password");
         let admin = s.token(Who::Role(Role::Admin));
         let (status, _) = s.call(Method::GET, "/api/v1/audit", admin, None).await?;
-        assert_eq!(status, 403, "a network admin reads their network's log only");
+        assert_eq!(
+            status, 403,
+            "a network admin reads their network's log only"
+        );
         // A role change is in the network's log.
         let (status, _) = s
             .call(
@@ -829,15 +924,86 @@ async fn logins_are_rate_limited_and_audited() -> Result<()> {
             .await?;
         assert_eq!(status, 204);
         let (_, body) = s
-            .call(Method::GET, &format!("/api/v1/audit?network={OWN}"), admin, None)
+            .call(
+                Method::GET,
+                &format!("/api/v1/audit?network={OWN}"),
+                admin,
+                None,
+            )
             .await?;
         let v: Value = serde_json::from_str(&body)?;
         let first = &v["entries"][0];
         assert_eq!(first["action"], "role.grant", "{body}");
         assert_eq!(first["target"], "spare as trainer", "{body}");
-        assert!(first["actor"].as_str().unwrap().starts_with("admin-1 (token mt_"), "{body}");
+        assert!(
+            first["actor"]
+                .as_str()
+                .unwrap()
+                .starts_with("admin-1 (token mt_"),
+            "{body}"
+        );
         s.controller.shutdown().await;
         Ok(())
     })
     .await
+}
+
+/// `/metrics` is open by default and, with `--metrics-token-file`, needs
+/// that bearer token; `/healthz` stays open either way.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_token_when_configured() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let token_file = dir.path().join("metrics.token");
+    let token = "metrics-scraper-secret-0123456789";
+    std::fs::write(&token_file, format!("{token}\n"))?;
+    let layer = Layer {
+        listen: Some("127.0.0.1:0".parse()?),
+        mqtt_listen: Some("127.0.0.1:0".parse()?),
+        data_dir: Some(dir.path().to_owned()),
+        metrics_token_file: Some(token_file),
+        ..Layer::default()
+    };
+    let config = Config::resolve(&layer, None)?;
+    let controller = Controller::start(&config, Listeners::bind(&config)?).await?;
+    let http = reqwest::Client::new();
+    let url = |p: &str| format!("{}{p}", controller.http_url());
+    let get = |p: &str, bearer: Option<&str>| {
+        let mut r = http.get(url(p));
+        if let Some(b) = bearer {
+            r = r.header(AUTHORIZATION, format!("Bearer {b}"));
+        }
+        r.send()
+    };
+    assert_eq!(
+        get("/metrics", None).await?.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    assert_eq!(
+        get("/metrics", Some("wrong")).await?.status(),
+        StatusCode::UNAUTHORIZED
+    );
+    let ok = get("/metrics", Some(token)).await?;
+    assert_eq!(ok.status(), StatusCode::OK);
+    assert!(ok.text().await?.contains("meshtable_"));
+    assert_eq!(get("/healthz", None).await?.status(), StatusCode::OK);
+    controller.shutdown().await;
+
+    // Unreadable or too short: the controller refuses to start.
+    let short = dir.path().join("short.token");
+    std::fs::write(&short, "abc")?;
+    let dir2 = tempfile::tempdir()?;
+    let layer = Layer {
+        listen: Some("127.0.0.1:0".parse()?),
+        mqtt_listen: Some("127.0.0.1:0".parse()?),
+        data_dir: Some(dir2.path().to_owned()),
+        metrics_token_file: Some(short),
+        ..Layer::default()
+    };
+    let config = Config::resolve(&layer, None)?;
+    let err = Controller::start(&config, Listeners::bind(&config)?)
+        .await
+        .err()
+        .context("a short metrics token is refused")?;
+    assert!(err.to_string().contains("at least 16"), "{err}");
+    Ok(())
 }

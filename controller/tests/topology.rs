@@ -605,3 +605,21 @@ async fn liveness_maintenance_and_sites_over_http() -> Result<()> {
     h.controller.shutdown().await;
     Ok(())
 }
+
+#[test]
+fn flapping_is_configurable() -> Result<()> {
+    let layer = Layer::from_toml(
+        "flap_transitions = 6\nflap_window = \"10m\"\nflap_quiet = \"1h\"\n",
+        std::path::Path::new("m.toml"),
+    )?;
+    let c = Config::resolve(&layer, None)?;
+    ensure!(c.flap.transitions == 6);
+    ensure!(c.flap.window_ms == 600_000 && c.flap.quiet_ms == 3_600_000);
+    let bad = Layer {
+        flap_transitions: Some(1),
+        ..Layer::default()
+    };
+    let e = Config::resolve(&bad, None).unwrap_err().to_string();
+    ensure!(e.contains("--flap-transitions"), "{e}");
+    Ok(())
+}

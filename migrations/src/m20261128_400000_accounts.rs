@@ -100,11 +100,7 @@ impl MigrationTrait for Migration {
                     .col(text(UserRole::Network))
                     .col(text(UserRole::Role))
                     .col(big_integer(UserRole::CreatedMs))
-                    .primary_key(
-                        Index::create()
-                            .col(UserRole::UserId)
-                            .col(UserRole::Network),
-                    )
+                    .primary_key(Index::create().col(UserRole::UserId).col(UserRole::Network))
                     .foreign_key(
                         ForeignKey::create()
                             .name("fk_user_role_account")

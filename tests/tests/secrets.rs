@@ -40,7 +40,9 @@ fn post(
     body: &str,
 ) -> (u16, Vec<String>, String) {
     let url = format!("{}{path}", ctl.base_url());
-    let mut req = agent().post(&url).header("content-type", "application/json");
+    let mut req = agent()
+        .post(&url)
+        .header("content-type", "application/json");
     for (k, v) in headers {
         req = req.header(*k, *v);
     }

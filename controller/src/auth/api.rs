@@ -71,7 +71,8 @@ impl From<AuthError> for ApiError {
 
 /// Parses a JSON body into `T`, answering 400 with serde's message.
 pub fn json_body<T: DeserializeOwned>(body: &Bytes) -> Result<T, ApiError> {
-    serde_json::from_slice(body).map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
+    serde_json::from_slice(body)
+        .map_err(|e| ApiError::BadRequest(format!("invalid JSON body: {e}")))
 }
 
 /// The `Set-Cookie` value of a new session.
@@ -126,13 +127,29 @@ pub async fn login_session(
         .check(&ip_key)
         .and(state.auth.login_by_user.check(&user_key))
     {
-        record(&state.store, &user_key, "login", &target, "rate_limited", src.as_deref()).await?;
+        record(
+            &state.store,
+            &user_key,
+            "login",
+            &target,
+            "rate_limited",
+            src.as_deref(),
+        )
+        .await?;
         return Err(ApiError::TooManyRequests(wait.as_secs().max(1)));
     }
     let Some(account) = super::check_password(&state.store, user, password).await? else {
         state.auth.login_by_ip.hit(&ip_key);
         state.auth.login_by_user.hit(&user_key);
-        record(&state.store, &user_key, "login", &target, "failed", src.as_deref()).await?;
+        record(
+            &state.store,
+            &user_key,
+            "login",
+            &target,
+            "failed",
+            src.as_deref(),
+        )
+        .await?;
         return Err(ApiError::Unauthorized(
             "wrong user name or password".to_owned(),
         ));
@@ -591,7 +608,11 @@ async fn audit_log(
     let mut q = parse_query(raw.as_deref(), &["network", "before", "limit"])?;
     let network = parse_network(q.remove("network"))?;
     match &network {
-        Some(n) => caller.authorize_existing(&s.store, n, Action::ReadAudit).await?,
+        Some(n) => {
+            caller
+                .authorize_existing(&s.store, n, Action::ReadAudit)
+                .await?
+        }
         None => {
             caller.require_superadmin()?;
         }
@@ -620,4 +641,21 @@ async fn audit_log(
 /// Parses a token lifetime like `30d` for the command line.
 pub fn parse_ttl(s: &str) -> Result<Duration, String> {
     humantime::parse_duration(s).map_err(|e| e.to_string())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn cookie_flags() {
+        let plain = session_cookie("abc", &AuthState::new(false));
+        assert_eq!(
+            plain,
+            "meshtable_session=abc; Path=/; HttpOnly; SameSite=Strict; Max-Age=43200"
+        );
+        let tls = session_cookie("abc", &AuthState::new(true));
+        assert!(tls.ends_with("; Secure"), "{tls}");
+        assert!(clear_session_cookie(&AuthState::new(true)).contains("Max-Age=0; Secure"));
+    }
 }

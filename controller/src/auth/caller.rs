@@ -2,7 +2,7 @@
 //!
 //! Taken by every handler that serves anything but `/healthz`:
 //!
-//! ```ignore
+//! ```text
 //! async fn handler(caller: Caller, State(s): State<AppState>, Path(network): Path<String>) -> ... {
 //!     caller.authorize(&network, Action::ReadNodes)?;
 //!     ...
@@ -328,9 +328,9 @@ impl Caller {
                 source,
             ));
         }
-        let Some(session) = cookie(parts, SESSION_COOKIE).filter(|s| {
-            s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit())
-        }) else {
+        let Some(session) = cookie(parts, SESSION_COOKIE)
+            .filter(|s| s.len() == 64 && s.bytes().all(|b| b.is_ascii_hexdigit()))
+        else {
             return Ok(Caller::anonymous(source));
         };
         let Some(account) = state

@@ -21,13 +21,13 @@ use crate::ingest::now_ms;
 #[derive(Debug, Clone, Default, Args)]
 pub struct DbArgs {
     /// TOML configuration file (env MESHTABLE_CONFIG).
-    #[arg(long, value_name = "FILE")]
+    #[arg(long, global = true, value_name = "FILE")]
     pub config: Option<PathBuf>,
     /// Database: sqlite://PATH or postgres://... [default: sqlite://DATA_DIR/meshtable.db].
-    #[arg(long, value_name = "URL")]
+    #[arg(long, global = true, value_name = "URL")]
     pub database_url: Option<String>,
     /// Directory for the SQLite database [default: ./meshtable-data].
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, global = true, value_name = "DIR")]
     pub data_dir: Option<PathBuf>,
 }
 
@@ -184,7 +184,10 @@ fn read_password() -> Result<Secret, CliError> {
     Ok(Secret::new(line.trim_end_matches(['\r', '\n'])))
 }
 
-async fn account(store: &Store, name: &str) -> Result<meshtable_store::accounts::Account, CliError> {
+async fn account(
+    store: &Store,
+    name: &str,
+) -> Result<meshtable_store::accounts::Account, CliError> {
     Ok(store
         .credentials(name)
         .await?
@@ -295,12 +298,11 @@ pub async fn user(args: UserArgs) -> Result<(), CliError> {
                 (super::secret::generate_password(), true)
             };
             let to_hash = pw.clone();
-            let hash = tokio::task::spawn_blocking(move || {
-                super::secret::hash_password(to_hash.expose())
-            })
-            .await
-            .map_err(|e| AuthError::Invalid(e.to_string()))?
-            .map_err(AuthError::from)?;
+            let hash =
+                tokio::task::spawn_blocking(move || super::secret::hash_password(to_hash.expose()))
+                    .await
+                    .map_err(|e| AuthError::Invalid(e.to_string()))?
+                    .map_err(AuthError::from)?;
             store.set_password_hash(a.id, &hash).await?;
             cli_audit(&store, "user.passwd", AuditTarget::global(name.clone())).await?;
             if show {
@@ -360,7 +362,9 @@ pub async fn token(args: TokenArgs) -> Result<(), CliError> {
             };
             let t = found.ok_or_else(|| AuthError::NotFound(format!("unknown token {token}")))?;
             if !store.revoke_token(t.id, now_ms()).await? {
-                return Err(AuthError::Invalid(format!("token {} was revoked before", t.prefix)).into());
+                return Err(
+                    AuthError::Invalid(format!("token {} was revoked before", t.prefix)).into(),
+                );
             }
             let target = match &t.network {
                 Some(n) => AuditTarget::in_network(n, t.prefix.clone()),
@@ -381,7 +385,9 @@ pub async fn token(args: TokenArgs) -> Result<(), CliError> {
                     v.role.as_deref().unwrap_or("*"),
                     v.label,
                     v.expires,
-                    v.revoked.map(|r| format!(", revoked {r}")).unwrap_or_default()
+                    v.revoked
+                        .map(|r| format!(", revoked {r}"))
+                        .unwrap_or_default()
                 );
             }
         }

@@ -39,7 +39,8 @@ impl RateLimiter {
     }
 
     fn refilled(&self, b: Bucket, now: Instant) -> Bucket {
-        let gained = now.saturating_duration_since(b.updated).as_secs_f64() / self.period.as_secs_f64();
+        let gained =
+            now.saturating_duration_since(b.updated).as_secs_f64() / self.period.as_secs_f64();
         Bucket {
             tokens: (b.tokens + gained).min(self.burst),
             updated: now,

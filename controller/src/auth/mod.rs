@@ -267,6 +267,8 @@ pub struct AuthState {
     pub login_by_user: RateLimiter,
     /// Set the `Secure` flag on cookies (the controller serves HTTPS).
     pub secure_cookies: bool,
+    /// The bearer token `/metrics` requires, if any.
+    pub metrics_token: Option<Secret>,
 }
 
 impl AuthState {
@@ -276,8 +278,47 @@ impl AuthState {
             login_by_ip: RateLimiter::new(LOGIN_IP_BURST, LOGIN_IP_PERIOD),
             login_by_user: RateLimiter::new(LOGIN_USER_BURST, LOGIN_USER_PERIOD),
             secure_cookies,
+            metrics_token: None,
         }
     }
+
+    /// Requires `token` (when `Some`) on `/metrics`.
+    pub fn with_metrics_token(mut self, token: Option<Secret>) -> AuthState {
+        self.metrics_token = token;
+        self
+    }
+
+    /// Whether a request with these headers may read `/metrics`: always
+    /// without a configured token, else with `Authorization: Bearer <token>`.
+    pub fn metrics_allowed(&self, headers: &axum::http::HeaderMap) -> bool {
+        let Some(want) = &self.metrics_token else {
+            return true;
+        };
+        headers
+            .get(axum::http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .is_some_and(|got| secret::constant_time_eq(got.trim(), want.expose()))
+    }
+}
+
+/// Reads the `/metrics` bearer token from `path` (`--metrics-token-file`):
+/// the first line, at least 16 characters.
+pub fn read_metrics_token(path: &std::path::Path) -> Result<Secret, AuthError> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        AuthError::Invalid(format!(
+            "cannot read --metrics-token-file {}: {e}",
+            path.display()
+        ))
+    })?;
+    let token = text.lines().next().unwrap_or_default().trim();
+    if token.chars().count() < 16 {
+        return Err(AuthError::Invalid(format!(
+            "--metrics-token-file {}: the token must have at least 16 characters",
+            path.display()
+        )));
+    }
+    Ok(Secret::new(token))
 }
 
 impl Default for AuthState {
@@ -440,11 +481,18 @@ pub async fn add_user(
         Some(_) => None,
         None => Some(secret::generate_password()),
     };
-    let pw = password.or(generated.as_ref()).map(Secret::expose).unwrap_or_default().to_owned();
+    let pw = password
+        .or(generated.as_ref())
+        .map(Secret::expose)
+        .unwrap_or_default()
+        .to_owned();
     let hash = tokio::task::spawn_blocking(move || secret::hash_password(&pw))
         .await
         .map_err(|e| AuthError::Invalid(format!("password hashing task failed: {e}")))??;
-    match store.create_account(name, &hash, superadmin, now_ms()).await? {
+    match store
+        .create_account(name, &hash, superadmin, now_ms())
+        .await?
+    {
         Some(a) => Ok((a, generated)),
         None => Err(AuthError::Exists(name.to_owned())),
     }
@@ -458,9 +506,10 @@ pub async fn check_password(
     password: &Secret,
 ) -> Result<Option<Account>, AuthError> {
     let creds = store.credentials(name).await?;
-    let hash = creds
-        .as_ref()
-        .map_or_else(|| secret::dummy_hash().to_owned(), |c| c.password_hash.clone());
+    let hash = creds.as_ref().map_or_else(
+        || secret::dummy_hash().to_owned(),
+        |c| c.password_hash.clone(),
+    );
     let pw = password.clone();
     let ok = tokio::task::spawn_blocking(move || secret::verify_password(pw.expose(), &hash))
         .await
@@ -547,7 +596,10 @@ pub async fn bootstrap(store: &Store) -> Result<Option<Secret>, AuthError> {
     }
     match add_user(store, BOOTSTRAP_USER, None, true).await {
         Ok((_, password)) => {
-            info!(user = BOOTSTRAP_USER, "created the bootstrap superadmin; its password is on standard output");
+            info!(
+                user = BOOTSTRAP_USER,
+                "created the bootstrap superadmin; its password is on standard output"
+            );
             let _ = record(
                 store,
                 "system",

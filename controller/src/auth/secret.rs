@@ -11,8 +11,8 @@
 
 use std::fmt;
 
-use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use argon2::Argon2;
+use argon2::password_hash::{PasswordHash, PasswordHasher, PasswordVerifier, SaltString};
 use rand::Rng;
 use rand::distr::Alphanumeric;
 use sha2::{Digest, Sha256};
@@ -88,7 +88,10 @@ pub fn generate_token() -> Secret {
 /// The visible part of a token (`mt_` and the first [`TOKEN_VISIBLE`]
 /// characters), safe to list and log.
 pub fn token_prefix(token: &str) -> String {
-    token.chars().take(TOKEN_PREFIX.len() + TOKEN_VISIBLE).collect()
+    token
+        .chars()
+        .take(TOKEN_PREFIX.len() + TOKEN_VISIBLE)
+        .collect()
 }
 
 /// Whether `s` has the shape of an API token.
@@ -104,8 +107,8 @@ pub struct HashError(String);
 
 /// The argon2id PHC string of `password`, with a random salt.
 pub fn hash_password(password: &str) -> Result<String, HashError> {
-    let salt =
-        SaltString::encode_b64(&rand::random::<[u8; 16]>()).map_err(|e| HashError(e.to_string()))?;
+    let salt = SaltString::encode_b64(&rand::random::<[u8; 16]>())
+        .map_err(|e| HashError(e.to_string()))?;
     Argon2::default()
         .hash_password(password.as_bytes(), &salt)
         .map(|h| h.to_string())

@@ -508,8 +508,8 @@ fn apply_core(t: &mut Telemetry, diffs: &[i64]) -> Option<()> {
     let get = |i: usize| Num::from(diffs.get(i).copied().unwrap_or(0));
     n[0] += get(0);
     n[last] += get(0) + get(1);
-    for i in 1..last {
-        n[i] += get(i + 1);
+    for (i, v) in n[1..last].iter_mut().enumerate() {
+        *v += get(i + 2);
     }
     set_core(t, &n)
 }

@@ -10,7 +10,7 @@
 //! |---|---|---|---|---|
 //! | `hello` | [`Hello`] | yes | 1 | at every (re)connect |
 //! | `state` | [`State`] | yes | 1 | `online` at connect; `offline` is the last will |
-//! | `telemetry` | [`Telemetry`] | no | 1 | every interval |
+//! | `telemetry` | [`Telemetry`] (v1), or [`CompactTelemetry`] (v2) | no | 1 | every interval |
 //!
 //! # Encodings
 //!
@@ -93,6 +93,21 @@
 //! route prefixes and client ids are not empty. A message breaking one is
 //! refused as `invalid`.
 //!
+//! ## Schema, version 2: compact telemetry
+//!
+//! Version 2 is [`CompactTelemetry`] alone, on the telemetry topic: a report
+//! as its difference from the report before it (`seq - 1` of the same boot),
+//! about 150 bytes where the full v1 report of a mesh router is 1.9 KB. Its
+//! layout is in the [`compact`] module. Agents write it only when asked
+//! (the controller must read it first), and always write the full v1 report
+//! for the first report of a connection, at least every
+//! [`CompactPolicy::full_every`] reports, and when more than numbers and
+//! list members changed. Readers decode v1 and v2 telemetry with a
+//! [`Reassembler`], which returns complete v1 [`Telemetry`] values with
+//! absolute counters; a v2 report without its predecessor is refused as
+//! `missing_base`. [`decode`] refuses v2 as an unknown version. Hello and
+//! state stay version 1.
+//!
 //! A JSON telemetry report by hand:
 //!
 //! ```text
@@ -119,8 +134,8 @@
 //!
 //! Golden vectors of every version live in `tests/golden/v{N}/` and are decoded
 //! by every later build, so agents of an older version keep working; this
-//! build must write the newest directory's vectors byte for byte. Committed
-//! vectors are never rewritten.
+//! build must write the vectors of every version it still writes byte for
+//! byte. Committed vectors are never rewritten.
 //!
 //! When a change stays within a version, and when it needs a new one:
 //!
@@ -134,12 +149,21 @@
 //! - A key's number, type or meaning never changes within a version, a
 //!   required field is never added, and a key is never reused. Any change of
 //!   that kind, or one an older reader would misread by skipping the new key,
-//!   is a new version: [`VERSION`] and [`SUPPORTED_VERSIONS`] grow, and a new
-//!   `tests/golden/v{N}/` directory holds its vectors.
+//!   is a new version: [`SUPPORTED_VERSIONS`] grows, and a new
+//!   `tests/golden/v{N}/` directory holds its vectors. (Compact telemetry
+//!   became version 2 this way, [`COMPACT_VERSION`]: it is a different
+//!   message, whose numbers are differences that a v1 reader must not take
+//!   for counters. [`VERSION`], what hello, state and full telemetry are
+//!   written as, stays 1, and each message type decodes only its own
+//!   versions, [`Message::VERSIONS`].)
+//!
+//! Additions within v1 so far: `Telemetry::backfill` (key 14); for issue 3,
+//! `Hello::board` and `Hello::firmware` (keys 9-10) and the telemetry keys
+//! 15-20.
 
 mod broker;
 mod codec;
-mod compact;
+pub mod compact;
 pub mod examples;
 mod mesh;
 mod message;

@@ -171,3 +171,76 @@ pub fn attach(snapshot: &Snapshot, profiles: &mut [NodeProfile]) {
         });
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::profile::fleet;
+
+    #[test]
+    fn neighbours_carry_the_snapshot_tq() {
+        let s = Snapshot::leipzig();
+        let f = fleet(&s, 1);
+        let ids: HashMap<&str, usize> = f
+            .iter()
+            .enumerate()
+            .map(|(i, p)| (p.node_id.as_str(), i))
+            .collect();
+        let mut checked = 0;
+        for l in &s.links {
+            let (Some(&src), Some(&dst)) = (ids.get(l.source.as_str()), ids.get(l.target.as_str()))
+            else {
+                continue;
+            };
+            if !s.nodes[dst].is_online {
+                continue;
+            }
+            let Some(addr) = l.target_addr.as_deref() else {
+                continue;
+            };
+            let n = f[src]
+                .neighbours
+                .iter()
+                .find(|n| n.address == addr)
+                .expect("every link to an online node is a neighbour");
+            assert_eq!(n.tq, Some(tq(l.source_tq)), "{l:?}");
+            assert_eq!(n.protocol, MeshProtocol::BatmanAdv);
+            checked += 1;
+        }
+        assert!(checked > 300, "{checked}");
+        // One best neighbour per originator.
+        for p in &f {
+            let mut best: Vec<&str> = p
+                .neighbours
+                .iter()
+                .filter(|n| n.best)
+                .filter_map(|n| n.originator.as_deref())
+                .collect();
+            let all = best.len();
+            best.sort_unstable();
+            best.dedup();
+            assert_eq!(best.len(), all, "{}", p.node_id);
+        }
+    }
+
+    #[test]
+    fn gateways_and_clients() {
+        let s = Snapshot::bremen();
+        let f = fleet(&s, 1);
+        let servers = f.iter().filter(|p| p.server).count();
+        assert!(servers > 0);
+        for p in f.iter().filter(|p| p.server) {
+            let g = p.gateway.as_ref().expect("a server routes out");
+            assert!(g.via.is_none() && g.ifname == "eth0");
+            assert!(p.mesh_clients.is_none());
+        }
+        let routed = f
+            .iter()
+            .filter(|p| p.gateway.as_ref().is_some_and(|g| g.via.is_some()))
+            .count();
+        assert!(routed > 700, "{routed}");
+        let (node, p) = s.nodes.iter().zip(&f).find(|(_, p)| !p.server).unwrap();
+        assert_eq!(p.mesh_clients.as_ref().map(|c| c.total), Some(node.clients));
+        assert!(f.iter().all(|p| p.neighbours.len() <= MAX_NEIGHBOURS));
+    }
+}

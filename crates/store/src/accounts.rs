@@ -343,10 +343,7 @@ impl Store {
             .await?;
         let mut out = Vec::with_capacity(roles.len());
         for r in roles {
-            if let Some(a) = account::Entity::find_by_id(r.user_id)
-                .one(&self.db)
-                .await?
-            {
+            if let Some(a) = account::Entity::find_by_id(r.user_id).one(&self.db).await? {
                 out.push(Grant {
                     user: a.name,
                     network: r.network,

@@ -31,11 +31,26 @@ impl Store {
         let rows: Vec<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)> =
             interface_sample::Entity::find()
                 .select_only()
-                .expr(Func::min(Expr::col((interface_sample::Entity, interface_sample::Column::RxBytes))))
-                .expr(Func::max(Expr::col((interface_sample::Entity, interface_sample::Column::RxBytes))))
-                .expr(Func::min(Expr::col((interface_sample::Entity, interface_sample::Column::TxBytes))))
-                .expr(Func::max(Expr::col((interface_sample::Entity, interface_sample::Column::TxBytes))))
-                .join(JoinType::InnerJoin, interface_sample::Relation::Sample.def())
+                .expr(Func::min(Expr::col((
+                    interface_sample::Entity,
+                    interface_sample::Column::RxBytes,
+                ))))
+                .expr(Func::max(Expr::col((
+                    interface_sample::Entity,
+                    interface_sample::Column::RxBytes,
+                ))))
+                .expr(Func::min(Expr::col((
+                    interface_sample::Entity,
+                    interface_sample::Column::TxBytes,
+                ))))
+                .expr(Func::max(Expr::col((
+                    interface_sample::Entity,
+                    interface_sample::Column::TxBytes,
+                ))))
+                .join(
+                    JoinType::InnerJoin,
+                    interface_sample::Relation::Sample.def(),
+                )
                 .join(JoinType::InnerJoin, sample::Relation::Node.def())
                 .filter(node::Column::Network.eq(clean(network)))
                 .filter(sample::Column::TMs.between(from_ms, to_ms))
@@ -50,9 +65,11 @@ impl Store {
         };
         Ok(rows
             .into_iter()
-            .fold(Traffic::default(), |t, (rx_lo, rx_hi, tx_lo, tx_hi)| Traffic {
-                rx_bytes: t.rx_bytes.saturating_add(delta(rx_lo, rx_hi)),
-                tx_bytes: t.tx_bytes.saturating_add(delta(tx_lo, tx_hi)),
+            .fold(Traffic::default(), |t, (rx_lo, rx_hi, tx_lo, tx_hi)| {
+                Traffic {
+                    rx_bytes: t.rx_bytes.saturating_add(delta(rx_lo, rx_hi)),
+                    tx_bytes: t.tx_bytes.saturating_add(delta(tx_lo, tx_hi)),
+                }
             }))
     }
 }

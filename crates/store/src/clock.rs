@@ -19,6 +19,10 @@
 //!    2020-01-01) and within the skew tolerance of its reception time
 //!    (default five minutes either way) is placed at its own time, with
 //!    `clock_ok`; it sets the anchor from its clock.
+//!    A live report that arrives late (its clock behind the reception time
+//!    by more than the tolerance, as when the broker queued it while the
+//!    controller was away) is also placed at its own time when its clock
+//!    agrees with the boot's clock anchor; it does not change the skew.
 //! 2. Any other live report is flagged (`clock_ok = false`), teaches the
 //!    anchor its reception time (unless a clock anchor exists), and is placed
 //!    at `anchor + uptime`. For the first report of a boot that is its
@@ -140,6 +144,29 @@ pub fn place(r: ClockReading, prior: Option<Anchor>, max_skew_ms: i64) -> Placem
                     source: AnchorSource::Clock,
                 }),
                 skew_ms: Some(skew),
+            };
+        }
+        // Late, not wrong: queued in the broker while the controller was
+        // away, with a clock that agrees with the boot's clock anchor.
+        if plausible
+            && skew < 0
+            && let Some(
+                a @ Anchor {
+                    source: AnchorSource::Clock,
+                    ..
+                },
+            ) = prior
+            && own_anchor.abs_diff(a.anchor_ms) <= max_skew_ms.unsigned_abs()
+        {
+            return Placement {
+                t_ms: r.time_ms,
+                clock_ok: true,
+                how: Placed::RouterClock,
+                anchor: Some(Anchor {
+                    anchor_ms: own_anchor,
+                    source: AnchorSource::Clock,
+                }),
+                skew_ms: None,
             };
         }
         let from_reception = r.received_ms.saturating_sub(r.uptime_ms);
@@ -440,6 +467,27 @@ mod tests {
         // A clock anchor is kept, not overwritten by reception times.
         let p = place(live(0, 180_000, NOW + 500_000), clock(NOW - 60_000), SKEW);
         assert_eq!((p.t_ms, p.anchor), (NOW + 120_000, clock(NOW - 60_000)));
+        // Delivered late (queued in the broker) with a clock that agrees
+        // with the clock anchor: its own time.
+        let p = place(
+            live(NOW - 600_000, 1_000_000, NOW),
+            clock(NOW - 1_600_000),
+            SKEW,
+        );
+        assert_eq!((p.t_ms, p.clock_ok, p.skew_ms), (NOW - 600_000, true, None));
+        // ... but not without a clock anchor, nor when it disagrees.
+        let p = place(
+            live(NOW - 600_000, 1_000_000, NOW),
+            received(NOW - 1_600_000),
+            SKEW,
+        );
+        assert_eq!((p.t_ms, p.clock_ok), (NOW - 600_000, false));
+        let p = place(
+            live(NOW - 600_000, 1_000_000, NOW),
+            clock(NOW - 3_600_000),
+            SKEW,
+        );
+        assert_eq!((p.t_ms, p.clock_ok), (NOW - 2_600_000, false));
         // Plausible but far off (an RTC holding an old date) is bad too.
         let p = place(live(NOW - SKEW - 1, 1_000, NOW), None, SKEW);
         assert!(!p.clock_ok);

@@ -530,6 +530,14 @@ async fn node_detail_json() -> anyhow::Result<()> {
                     "rx_bps": null,
                     "tx_bps": null
                 }]
+            },
+            // The older report was received last: its skew is the latest.
+            "clock": {
+                "boot_id": "3f1c2a4e-8d7b-4c1e-9a55-0b6f2d9e7c10",
+                "clock_ok": true,
+                "skew_ms": -60_200,
+                "boot_anchor": "2025-11-12T16:00:00.000Z",
+                "anchor_source": "clock"
             }
         });
         assert_eq!(got, want);
@@ -553,7 +561,7 @@ async fn node_without_hello_or_samples() -> anyhow::Result<()> {
                 "network": "net", "node": "n1", "hostname": null, "model": null,
                 "status": "online", "status_since": "2025-11-24T16:00:00.000Z",
                 "first_seen": "2025-11-24T16:00:00.000Z", "last_seen": "2025-11-24T16:00:00.000Z",
-                "hello": null, "latest": null
+                "hello": null, "latest": null, "clock": null
             })
         );
         Ok(())

@@ -250,7 +250,9 @@ async fn sites_and_maintenance() -> anyhow::Result<()> {
         );
 
         ensure!(store.maintenance_windows("net", i64::MIN).await?.len() == 2);
-        ensure!(store.maintenance_windows("net", T0 + 25 * MIN).await? == [w2.clone()]);
+        ensure!(
+            store.maintenance_windows("net", T0 + 25 * MIN).await? == std::slice::from_ref(&w2)
+        );
         ensure!(store.delete_maintenance("net", w1.id).await?);
         ensure!(!store.delete_maintenance("net", w1.id).await?);
         ensure!(!store.delete_maintenance("other", w2.id).await?);
@@ -442,7 +444,8 @@ async fn topology_joins_both_ends() -> anyhow::Result<()> {
         store.record_telemetry("net", "c", &tc, T0 + 1000).await?;
 
         let g = store.topology("net", false).await?.expect("network exists");
-        let links: Vec<(String, String, Option<String>, Option<String>, Option<u32>)> = g
+        type Row = (String, String, Option<String>, Option<String>, Option<u32>);
+        let links: Vec<Row> = g
             .links
             .iter()
             .map(|l| {
