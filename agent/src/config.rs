@@ -171,6 +171,9 @@ pub struct Cli {
     /// Print one {"hello":...,"telemetry":...} as JSON and exit, without a broker
     #[arg(long)]
     pub once: bool,
+    /// Send telemetry as v2 compact reports (about 12 KiB/h instead of 115 for a mesh router); the controller must read v2 [default: off]
+    #[arg(long)]
+    pub compact: bool,
     /// Root of the proc filesystem [default: /proc]
     #[arg(long, value_name = "DIR")]
     pub proc_root: Option<PathBuf>,
@@ -207,7 +210,12 @@ pub enum AgentCommand {
     /// one-time token, and keep the network, node id, salt and broker login it gets back.
     Enroll {
         /// The one-time enrollment token (from `meshtable enroll-token create`)
-        #[arg(long, value_name = "TOKEN", env = "MESHTABLE_ENROLL_TOKEN", hide_env_values = true)]
+        #[arg(
+            long,
+            value_name = "TOKEN",
+            env = "MESHTABLE_ENROLL_TOKEN",
+            hide_env_values = true
+        )]
         token: String,
         /// The controller's URL, http://host[:port]
         #[arg(long, value_name = "URL")]
@@ -241,6 +249,8 @@ pub struct FileConfig {
     pub spool_write_budget: Option<String>,
     /// See [`Cli::spool_drain_rate`].
     pub spool_drain_rate: Option<u32>,
+    /// See [`Cli::compact`].
+    pub compact: Option<bool>,
     /// See [`Cli::proc_root`].
     pub proc_root: Option<PathBuf>,
     /// See [`Cli::state_dir`].
@@ -285,6 +295,8 @@ pub struct Config {
     pub spool_write_budget: Option<WriteBudget>,
     /// Reports per second drained from the spool.
     pub spool_drain_rate: u32,
+    /// Send telemetry as v2 compact reports.
+    pub compact: bool,
     /// Print one report and exit.
     pub once: bool,
     /// Root of the proc filesystem.
@@ -441,6 +453,7 @@ impl Config {
             spool_max_bytes,
             spool_write_budget,
             spool_drain_rate,
+            compact: cli.compact || file.compact.unwrap_or(false),
             once: cli.once,
             proc_root: cli
                 .proc_root

@@ -174,8 +174,12 @@ pub async fn run(
     let spool = open_spool(config)?;
     let signer = enroll::load(&config.identity_dir)?.map(|(_, s)| s);
     match &signer {
-        Some(s) => info!(identity_dir = %config.identity_dir.display(), node = %s.node, "reports are signed"),
-        None => info!(identity_dir = %config.identity_dir.display(), "not enrolled, reports are unsigned"),
+        Some(s) => {
+            info!(identity_dir = %config.identity_dir.display(), node = %s.node, "reports are signed")
+        }
+        None => {
+            info!(identity_dir = %config.identity_dir.display(), "not enrolled, reports are unsigned")
+        }
     }
     let publish = PublishConfig {
         signer,
@@ -184,6 +188,7 @@ pub async fn run(
         node: node.to_owned(),
         interval: config.interval,
         drain_rate: config.spool_drain_rate,
+        compact: config.compact.then(meshtable_proto::CompactPolicy::default),
     };
     publish::run(publish, collector(config, node), seqs, spool, shutdown).await?;
     Ok(())

@@ -27,6 +27,11 @@
 //! after a lost connection, or one read back from the spool after a restart,
 //! is marked `backfill: true` (the payload is decoded and encoded again with
 //! the flag), so the controller never alerts on old data.
+//! With `--compact`, each report leaves as a v2 compact report against the
+//! one sent before it on the same connection ([`encode::Outgoing`]); the
+//! first report of every connection, and any report that does not follow
+//! the one before, leave in full (v1), so the controller always has the
+//! predecessor a compact report needs.
 //! To know which PUBACK belongs to which report, the driver notes the order
 //! in which it hands publishes to the client: rumqttc writes them in that
 //! order and reports each with `Outgoing::Publish(pkid)`, which binds the
@@ -115,6 +120,9 @@ pub struct PublishConfig {
     /// Signs every message (hello, state, the last will, telemetry and
     /// replays) when the router is enrolled.
     pub signer: Option<crate::enroll::Signer>,
+    /// Sends telemetry as v2 compact reports with this policy (see
+    /// [`encode::Outgoing`]); `None`, full v1 reports.
+    pub compact: Option<meshtable_proto::CompactPolicy>,
 }
 
 /// Paces the spool's drain: at most `rate` reports per second, in bursts of
@@ -181,6 +189,8 @@ struct Driver {
     last_hello: Option<Vec<u8>>,
     offline_acked: bool,
     backoff: Backoff,
+    /// Turns spooled reports into payloads (backfill, compaction).
+    outgoing: encode::Outgoing,
 }
 
 fn mqtt_options(cfg: &PublishConfig, topics: &Topics) -> MqttOptions {
@@ -221,6 +231,7 @@ pub async fn run(
     // The channel holds at most the window plus a few control requests.
     let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg, &topics), WINDOW + 8);
     let mut driver = Driver {
+        outgoing: encode::Outgoing::new(cfg.compact),
         client,
         signer: cfg.signer.clone(),
         topics,
@@ -369,11 +380,7 @@ impl Driver {
             let Some(out) = self.spool.take_next() else {
                 break;
             };
-            let payload = if out.backfill {
-                encode::mark_backfill(out.payload)
-            } else {
-                out.payload
-            };
+            let payload = self.outgoing.payload(out.payload, out.backfill);
             let topic = self.topics.telemetry.clone();
             if !self.publish(Tag::Report(out.id), &topic, false, payload) {
                 // The client's channel is full: try again at the next PUBACK.
@@ -454,6 +461,8 @@ impl Driver {
         self.unwritten.clear();
         self.unacked.clear();
         self.spool.unsend_all();
+        // The next connection's first report is sent in full.
+        self.outgoing.reset();
         self.wake = None;
         let retry = self.backoff.next_delay();
         if was_connected {

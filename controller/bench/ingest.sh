@@ -16,7 +16,7 @@ cd "$(dirname "$0")/../.."
 
 REPORTS=${REPORTS:-100000}
 NODES=${NODES:-1000}
-WINDOW=${WINDOW:-900}
+WINDOW=${WINDOW:-400}
 MQTT_URL=${MQTT_URL:-mqtt://127.0.0.1:1883}
 PG_ADMIN_URL=${PG_ADMIN_URL-postgres://postgres@127.0.0.1:5432/test}
 

@@ -186,7 +186,8 @@ async fn healthz(State(s): State<AppState>) -> Response {
 /// addresses or clients.
 async fn metrics_handler(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
     if !s.auth.metrics_allowed(&headers) {
-        return ApiError::Unauthorized("/metrics needs its bearer token".to_owned()).into_response();
+        return ApiError::Unauthorized("/metrics needs its bearer token".to_owned())
+            .into_response();
     }
     let fleet = match metrics::fleet_snapshot(&s.store).await {
         Ok(f) => f,
@@ -452,7 +453,12 @@ async fn summary(
     caller
         .authorize_existing(&s.store, &network, Action::ReadAggregates)
         .await?;
-    let counts = s.store.networks().await?.into_iter().find(|n| n.id == network);
+    let counts = s
+        .store
+        .networks()
+        .await?
+        .into_iter()
+        .find(|n| n.id == network);
     let counts = match counts {
         Some(c) => c,
         None if s.store.network_known(&network).await? => NetworkSummary {

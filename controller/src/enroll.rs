@@ -264,7 +264,9 @@ async fn new_token(
     Path(network): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<CreatedToken>), ApiError> {
-    caller.authorize(&network, Action::ManageEnrollment)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ManageEnrollment)
+        .await?;
     let b: TokenBody = if body.is_empty() {
         TokenBody::default()
     } else {
@@ -292,7 +294,9 @@ async fn list_tokens(
     caller: Caller,
     Path(network): Path<String>,
 ) -> Result<Json<Vec<EnrollTokenInfo>>, ApiError> {
-    caller.authorize(&network, Action::ManageEnrollment)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ManageEnrollment)
+        .await?;
     Ok(Json(
         s.store
             .enroll_tokens(&network)
@@ -306,7 +310,9 @@ async fn enrolled(
     caller: Caller,
     Path(network): Path<String>,
 ) -> Result<Json<Vec<NodeKey>>, ApiError> {
-    caller.authorize(&network, Action::ReadNodes)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ReadNodes)
+        .await?;
     let keys = s.store.node_keys().await.map_err(registry_error)?;
     Ok(Json(
         keys.into_iter().filter(|k| k.network == network).collect(),
@@ -318,7 +324,9 @@ async fn revoke_node(
     caller: Caller,
     Path((network, node)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.authorize(&network, Action::ManageNodes)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ManageNodes)
+        .await?;
     revoke(&s.store, Some(&s.registry), &network, &node).await?;
     audit(
         &s.store,

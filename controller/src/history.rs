@@ -101,3 +101,39 @@ pub async fn run(store: Store, config: HistoryConfig, mut stop: watch::Receiver<
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use meshtable_proto::examples;
+
+    use super::*;
+
+    #[tokio::test]
+    async fn a_run_rolls_up_and_a_second_does_nothing() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        // 2025-11-24T16:00:00Z, two hours of reports.
+        let t0: i64 = 1_764_000_000_000;
+        for k in 0..120u64 {
+            let t = meshtable_proto::Telemetry {
+                seq: k,
+                uptime_ms: 60_000 * (k + 1),
+                time_ms: (t0 + 60_000 * k as i64) as u64,
+                ..examples::telemetry_v1()
+            };
+            let received = t0 + 60_000 * k as i64 + 100;
+            store
+                .record_telemetry("net", "n1", &t, received)
+                .await
+                .unwrap();
+        }
+        let policy = policy(&HistoryConfig::default());
+        let now = t0 + 2 * 3_600_000 + 5 * 60_000;
+        let (r, d) = run_once(&store, &policy, now).await.unwrap();
+        assert_eq!((r.hours, r.more), (2, false), "{r:?}");
+        assert_eq!(r.watermark_ms, Some(t0 + 2 * 3_600_000));
+        assert_eq!(d.samples, 0, "nothing is old enough");
+        let (r, d) = run_once(&store, &policy, now).await.unwrap();
+        assert_eq!((r.hours, r.recomputed, r.rows), (0, 0, 0), "{r:?}");
+        assert_eq!((d.samples, d.rollups), (0, 0));
+    }
+}

@@ -196,7 +196,9 @@ async fn liveness(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<NodesBody>, ApiError> {
     parse_query(raw.as_deref(), &[])?;
-    caller.authorize(&network, Action::ReadNodes)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ReadNodes)
+        .await?;
     let nodes = s.store.liveness(&network, now_ms()).await?;
     Ok(Json(NodesBody { network, nodes }))
 }
@@ -208,7 +210,9 @@ async fn new_nodes(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<NodesBody>, ApiError> {
     let mut q = parse_query(raw.as_deref(), &["days"])?;
-    caller.authorize(&network, Action::ReadNodes)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ReadNodes)
+        .await?;
     let days = match q.remove("days") {
         Some(d) => d
             .parse::<u32>()
@@ -230,7 +234,9 @@ async fn lost_nodes(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<NodesBody>, ApiError> {
     let mut q = parse_query(raw.as_deref(), &["min", "max"])?;
-    caller.authorize(&network, Action::ReadNodes)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ReadNodes)
+        .await?;
     let min = match q.remove("min") {
         Some(v) => parse_span("min", &v)?,
         None => DEFAULT_LOST_MIN,
@@ -263,7 +269,9 @@ async fn state_history(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<HistoryBody>, ApiError> {
     let mut q = parse_query(raw.as_deref(), &["from", "to"])?;
-    caller.authorize(&network, Action::ReadNodes)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ReadNodes)
+        .await?;
     check_node_id(&node)?;
     let to = match q.remove("to") {
         Some(v) => parse_time("to", &v)?,
@@ -296,7 +304,9 @@ async fn node_mesh(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<NodeMesh>, ApiError> {
     parse_query(raw.as_deref(), &[])?;
-    caller.authorize(&network, Action::ReadNodes)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ReadNodes)
+        .await?;
     check_node_id(&node)?;
     s.store
         .node_mesh(&network, &node, now_ms())
@@ -318,7 +328,9 @@ async fn list_maintenance(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<MaintenanceBody>, ApiError> {
     let all = crate::topology::parse_all(raw.as_deref())?;
-    caller.authorize(&network, Action::ReadNodes)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ReadNodes)
+        .await?;
     let after = if all { i64::MIN } else { now_ms() };
     let windows = s.store.maintenance_windows(&network, after).await?;
     Ok(Json(MaintenanceBody { network, windows }))
@@ -399,7 +411,9 @@ async fn create_maintenance(
     Path(network): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Maintenance>), ApiError> {
-    caller.authorize(&network, Action::ManageMaintenance)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ManageMaintenance)
+        .await?;
     let now = now_ms();
     let window = maintenance_window(json_body(&body)?, now)?;
     match s.store.create_maintenance(&network, &window, now).await? {
@@ -422,7 +436,9 @@ async fn delete_maintenance(
     caller: Caller,
     Path((network, id)): Path<(String, String)>,
 ) -> Result<StatusCode, ApiError> {
-    caller.authorize(&network, Action::ManageMaintenance)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ManageMaintenance)
+        .await?;
     let id: i64 = id
         .parse()
         .map_err(|_| ApiError::BadRequest("maintenance id: not a number".to_owned()))?;
@@ -454,7 +470,9 @@ async fn list_sites(
     RawQuery(raw): RawQuery,
 ) -> Result<Json<SitesBody>, ApiError> {
     parse_query(raw.as_deref(), &[])?;
-    caller.authorize(&network, Action::ReadNodes)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ReadNodes)
+        .await?;
     let sites = s.store.sites(&network).await?;
     Ok(Json(SitesBody { network, sites }))
 }
@@ -464,7 +482,9 @@ async fn one_site(
     caller: Caller,
     Path((network, site)): Path<(String, String)>,
 ) -> Result<Json<Site>, ApiError> {
-    caller.authorize(&network, Action::ReadNodes)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ReadNodes)
+        .await?;
     validate_id(&site).map_err(|e| ApiError::BadRequest(format!("site: {e}")))?;
     s.store
         .site(&network, &site)
@@ -487,7 +507,9 @@ async fn create_site(
     Path(network): Path<String>,
     body: Bytes,
 ) -> Result<(StatusCode, Json<Site>), ApiError> {
-    caller.authorize(&network, Action::ManageSites)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ManageSites)
+        .await?;
     let r: SiteRequest = json_body(&body)?;
     match s
         .store
@@ -524,7 +546,9 @@ async fn assign_site(
     Path((network, node)): Path<(String, String)>,
     body: Bytes,
 ) -> Result<StatusCode, ApiError> {
-    caller.authorize(&network, Action::ManageSites)?;
+    caller
+        .authorize_existing(&s.store, &network, Action::ManageSites)
+        .await?;
     check_node_id(&node)?;
     let r: AssignRequest = json_body(&body)?;
     match s

@@ -205,10 +205,10 @@ impl Controller {
                 http_listener,
                 api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
             )
-                .with_graceful_shutdown(async move {
-                    let _ = http_stop.wait_for(|s| *s).await;
-                })
-                .await
+            .with_graceful_shutdown(async move {
+                let _ = http_stop.wait_for(|s| *s).await;
+            })
+            .await
         });
         info!(listen = %http_addr, "http server started");
 

@@ -146,7 +146,11 @@ pub fn index_page(networks: &[NetworkSummary], now_ms: i64, viewer: Option<Viewe
 
 /// The page of one network to someone who may see aggregates only: counts,
 /// no node.
-pub fn network_summary_page(net: &NetworkSummary, now_ms: i64, viewer: Option<Viewer<'_>>) -> Markup {
+pub fn network_summary_page(
+    net: &NetworkSummary,
+    now_ms: i64,
+    viewer: Option<Viewer<'_>>,
+) -> Markup {
     let body = html! {
         h1 { (net.id) }
         p { (net.nodes) " nodes: " (net.online) " online, " (net.offline) " offline." }
@@ -155,7 +159,13 @@ pub fn network_summary_page(net: &NetworkSummary, now_ms: i64, viewer: Option<Vi
             a href=(format!("/api/v1/networks/{}/summary", net.id)) { "summary (JSON)" }
         }
     };
-    layout(&format!("{} · meshtable", net.id), true, body, now_ms, viewer)
+    layout(
+        &format!("{} · meshtable", net.id),
+        true,
+        body,
+        now_ms,
+        viewer,
+    )
 }
 
 /// The page of one network: its nodes, down first, as seen at `now_ms`.
@@ -201,7 +211,13 @@ pub fn network_page(
             }
         }
     };
-    layout(&format!("{} · meshtable", net.id), true, body, now_ms, viewer)
+    layout(
+        &format!("{} · meshtable", net.id),
+        true,
+        body,
+        now_ms,
+        viewer,
+    )
 }
 
 /// A small page for an error: `status` with `message`.
@@ -370,8 +386,7 @@ pub async fn index(State(s): State<AppState>, caller: Caller) -> Response {
     match s.store.networks().await {
         Ok(mut networks) => {
             networks.retain(|n| caller.sees(&n.id));
-            Html(index_page(&networks, now_ms(), Viewer::of(&caller)).into_string())
-                .into_response()
+            Html(index_page(&networks, now_ms(), Viewer::of(&caller)).into_string()).into_response()
         }
         Err(e) => store_failed(&e),
     }
@@ -509,7 +524,8 @@ mod tests {
 
     #[test]
     fn index_lists_networks_only() {
-        let html = index_page(&[net("bremen", 880, 11), net("leipzig", 5, 0)], NOW, None).into_string();
+        let html =
+            index_page(&[net("bremen", 880, 11), net("leipzig", 5, 0)], NOW, None).into_string();
         assert!(
             html.contains(r#"<a href="/networks/bremen">bremen</a>"#),
             "{html}"

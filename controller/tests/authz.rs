@@ -61,6 +61,7 @@ struct Endpoint {
 /// role gets 404 (existence is never leaked); a superadmin gets what an
 /// admin gets in both existing networks and 404 in the missing one;
 /// anonymous gets 401 from the API and is sent to the login page by pages.
+#[rustfmt::skip]
 fn endpoints() -> Vec<Endpoint> {
     let e = |method: Method, path: &'static str, body: Option<Value>, own: [u16; 5]| Endpoint {
         anonymous: if path.starts_with("/api/") { 401 } else { 303 },
@@ -69,56 +70,35 @@ fn endpoints() -> Vec<Endpoint> {
         body,
         own,
     };
+    let get = Method::GET;
     vec![
-        //                                                                       admin op  trainer funder viewer
-        e(
-            Method::GET,
-            "/api/v1/networks/{net}/summary",
-            None,
-            [200, 200, 200, 200, 200],
-        ),
-        e(
-            Method::GET,
-            "/api/v1/nodes?network={net}",
-            None,
-            [200, 200, 200, 403, 200],
-        ),
-        e(
-            Method::GET,
-            "/api/v1/nodes/{node}?network={net}",
-            None,
-            [200, 200, 200, 403, 200],
-        ),
-        e(
-            Method::GET,
-            "/api/v1/nodes/{node}/series?network={net}&metric=load1",
-            None,
-            [200, 200, 200, 403, 200],
-        ),
-        e(
-            Method::GET,
-            "/api/v1/networks/{net}/roles",
-            None,
-            [200, 403, 403, 403, 403],
-        ),
-        e(
-            Method::PUT,
-            "/api/v1/networks/{net}/roles/spare",
-            Some(json!({"role": "viewer"})),
-            [204, 403, 403, 403, 403],
-        ),
-        e(
-            Method::GET,
-            "/api/v1/audit?network={net}",
-            None,
-            [200, 403, 403, 403, 403],
-        ),
-        e(
-            Method::GET,
-            "/networks/{net}",
-            None,
-            [200, 200, 200, 200, 200],
-        ),
+        //                                                                           admin operator trainer funder viewer
+        e(get.clone(), "/api/v1/networks/{net}/summary", None,                       [200, 200, 200, 200, 200]),
+        e(get.clone(), "/api/v1/nodes?network={net}", None,                          [200, 200, 200, 403, 200]),
+        e(get.clone(), "/api/v1/nodes/{node}?network={net}", None,                   [200, 200, 200, 403, 200]),
+        e(get.clone(), "/api/v1/nodes/{node}/series?network={net}&metric=load1", None, [200, 200, 200, 403, 200]),
+        e(get.clone(), "/api/v1/networks/{net}/roles", None,                         [200, 403, 403, 403, 403]),
+        e(Method::PUT, "/api/v1/networks/{net}/roles/spare", Some(json!({"role": "viewer"})),
+                                                                                     [204, 403, 403, 403, 403]),
+        e(get.clone(), "/api/v1/audit?network={net}", None,                          [200, 403, 403, 403, 403]),
+        e(get.clone(), "/networks/{net}", None,                                      [200, 200, 200, 200, 200]),
+        // Node identity (enroll.rs).
+        e(get.clone(), "/api/v1/networks/{net}/enrolled", None,                      [200, 200, 200, 403, 200]),
+        e(get.clone(), "/api/v1/networks/{net}/enroll-tokens", None,                 [200, 200, 200, 403, 403]),
+        e(Method::POST, "/api/v1/networks/{net}/enroll-tokens", Some(json!({"ttl": "1h"})),
+                                                                                     [201, 201, 201, 403, 403]),
+        // Liveness, sites and maintenance (liveness.rs).
+        e(get.clone(), "/api/v1/networks/{net}/liveness", None,                      [200, 200, 200, 403, 200]),
+        e(get.clone(), "/api/v1/networks/{net}/nodes/new", None,                     [200, 200, 200, 403, 200]),
+        e(get.clone(), "/api/v1/networks/{net}/nodes/lost", None,                    [200, 200, 200, 403, 200]),
+        e(get.clone(), "/api/v1/networks/{net}/nodes/{node}/states", None,           [200, 200, 200, 403, 200]),
+        e(get.clone(), "/api/v1/networks/{net}/nodes/{node}/mesh", None,             [200, 200, 200, 403, 200]),
+        e(get.clone(), "/api/v1/networks/{net}/maintenance", None,                   [200, 200, 200, 403, 200]),
+        e(get.clone(), "/api/v1/networks/{net}/sites", None,                         [200, 200, 200, 403, 200]),
+        // Topology (topology.rs).
+        e(get.clone(), "/api/v1/networks/{net}/topology", None,                      [200, 200, 200, 403, 200]),
+        e(get.clone(), "/api/v1/networks/{net}/meshviewer.json", None,               [200, 200, 200, 403, 200]),
+        e(get,         "/api/v1/networks/{net}/links", None,                         [200, 200, 200, 403, 200]),
     ]
 }
 
@@ -745,6 +725,16 @@ async fn sessions_csrf_and_cookie_flags() -> Result<()> {
         }
         assert!(!set.contains("Secure"), "plain HTTP: {set}");
         drop(resp);
+        // What a cross-site form could send is refused: JSON only.
+        let r = s
+            .http
+            .post(s.url("/api/v1/login"))
+            .header("content-type", "text/plain")
+            .body(format!(r#"{{"user":"admin-1","password":"{password}"}}"#))
+            .send()
+            .await?;
+        assert_eq!(r.status(), StatusCode::BAD_REQUEST);
+        assert!(cookie_of(&r, "meshtable_session").is_none());
         let session = login(&s, "admin-1", &password).await?;
 
         // GET with the cookie alone works; unsafe methods need the CSRF header.

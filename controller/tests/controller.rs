@@ -63,7 +63,9 @@ impl Harness {
         );
         Ok(Harness {
             controller,
-            http: reqwest::Client::builder().default_headers(headers).build()?,
+            http: reqwest::Client::builder()
+                .default_headers(headers)
+                .build()?,
             _dir: dir,
         })
     }
@@ -281,6 +283,7 @@ async fn ingests_reports_and_serves_them() -> Result<()> {
         .json(&format!("/api/v1/nodes/{NODE}/series?metric=load1"))
         .await?;
     assert_eq!(s["metric"], "load1");
+    assert_eq!(s["resolution"], "raw", "an hour comes from raw samples");
     assert_eq!(s["interface"], Value::Null);
     assert_eq!(s["points"].as_array().map(Vec::len), Some(2), "{s}");
     let s = h

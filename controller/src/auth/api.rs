@@ -214,8 +214,20 @@ struct LoginAnswer {
 async fn login(
     State(s): State<AppState>,
     caller: Caller,
+    headers: axum::http::HeaderMap,
     body: Bytes,
 ) -> Result<Response, ApiError> {
+    // A cross-site form can post text/plain but not application/json
+    // without the browser asking first: no login CSRF through the API.
+    let json_type = headers
+        .get(header::CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .is_some_and(|v| v.trim_start().starts_with("application/json"));
+    if !json_type {
+        return Err(ApiError::BadRequest(
+            "send the login as Content-Type: application/json".to_owned(),
+        ));
+    }
     let b: LoginBody = json_body(&body)?;
     let password = Secret::new(b.password);
     let session = login_session(&s, caller.source(), &b.user, &password).await?;

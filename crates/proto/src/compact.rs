@@ -927,7 +927,7 @@ struct Bases {
 /// The controller's side: decodes v1 and v2 telemetry of many nodes into
 /// complete [`Telemetry`] values, keeping the last two reports of each node
 /// (two, so that a report delivered twice still finds its predecessor).
-#[derive(Debug, Default)]
+#[derive(Debug, Clone, Default)]
 pub struct Reassembler {
     nodes: HashMap<String, Bases>,
 }

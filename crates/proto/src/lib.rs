@@ -171,10 +171,10 @@ pub mod sign;
 mod topic;
 
 pub use broker::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT};
-pub use compact::{COMPACT_VERSION, CompactPolicy, CompactTelemetry, Compactor, Reassembler};
 pub use codec::{
     DecodeError, Encoding, Message, Report, decode, encode, encode_cbor, encode_json, sniff,
 };
+pub use compact::{COMPACT_VERSION, CompactPolicy, CompactTelemetry, Compactor, Reassembler};
 pub use mesh::{
     Clients, Firmware, Gateway, MAX_CLIENT_IDS, MAX_NEIGHBOURS, MAX_RADIOS, MAX_ROUTES,
     MAX_STATIONS, MeshProtocol, Neighbour, Radio, RadioMode, Route, Station,

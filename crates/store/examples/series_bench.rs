@@ -20,7 +20,8 @@
 //!
 //! `MESHTABLE_BENCH_NODES` (default 1000) and `MESHTABLE_BENCH_DAYS`
 //! (default 30) set the size; `MESHTABLE_BENCH_BACKENDS` (`sqlite,postgres`)
-//! which backends run.
+//! which backends run; `MESHTABLE_BENCH_EXISTING=URL` only times the
+//! queries on a database an earlier run loaded.
 
 use std::time::{Duration, Instant};
 
@@ -177,6 +178,19 @@ async fn load_raw(db: &DatabaseConnection, ids: &[i64], size: &Size) -> anyhow::
 async fn bench(url: &str, backend: &str, size: &Size) -> anyhow::Result<()> {
     let store = Store::connect(url).await.context("connect")?;
     let db = Database::connect(url).await?;
+    if std::env::var("MESHTABLE_BENCH_EXISTING").is_ok() {
+        // Only the queries, on a database a run loaded before.
+        let w = store.rollup_watermark().await?;
+        println!(
+            "{backend}: existing database, rollups up to hour {:?} of the run",
+            w.map(|w| (w - T0) / HOUR_MS)
+        );
+        let end = T0 + size.days as i64 * 24 * HOUR_MS;
+        time_queries(&store, backend, end).await?;
+        db.close().await?;
+        store.close().await?;
+        return Ok(());
+    }
     let load = Instant::now();
     let ids = create_nodes(&store, &db, size.nodes).await?;
     let samples = load_raw(&db, &ids, size).await?;
@@ -206,6 +220,14 @@ async fn bench(url: &str, backend: &str, size: &Size) -> anyhow::Result<()> {
         report.samples as f64 / rollup_time.as_secs_f64(),
     );
 
+    time_queries(&store, backend, end).await?;
+    db.close().await?;
+    store.close().await?;
+    Ok(())
+}
+
+/// Times the 30-day series of the first node, from rollups and from raw.
+async fn time_queries(store: &Store, backend: &str, end: i64) -> anyhow::Result<()> {
     let from = end - 30 * 24 * HOUR_MS;
     let to = end - 1;
     let node = "n00000";
@@ -233,8 +255,6 @@ async fn bench(url: &str, backend: &str, size: &Size) -> anyhow::Result<()> {
         ms(b),
         ms(b) / ms(a)
     );
-    db.close().await?;
-    store.close().await?;
     Ok(())
 }
 
@@ -250,6 +270,9 @@ async fn main() -> anyhow::Result<()> {
         "series bench: {} nodes x {} days of 60 s samples (1 interface), target < 50 ms",
         size.nodes, size.days
     );
+    if let Ok(url) = std::env::var("MESHTABLE_BENCH_EXISTING") {
+        return bench(&url, "existing", &size).await;
+    }
     if backends.contains("sqlite") {
         let dir = tempfile::tempdir()?;
         let url = format!("sqlite://{}/series.db", dir.path().display());

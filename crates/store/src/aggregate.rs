@@ -17,6 +17,9 @@ pub struct Traffic {
     pub tx_bytes: u64,
 }
 
+/// Per group: the first and last rx counter, the first and last tx counter.
+type MinMax = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
+
 impl Store {
     /// The bytes counted by every interface of every node of `network` with
     /// samples between `from_ms` and `to_ms`: per node, boot and interface,
@@ -28,38 +31,37 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Traffic, StoreError> {
-        let rows: Vec<(Option<i64>, Option<i64>, Option<i64>, Option<i64>)> =
-            interface_sample::Entity::find()
-                .select_only()
-                .expr(Func::min(Expr::col((
-                    interface_sample::Entity,
-                    interface_sample::Column::RxBytes,
-                ))))
-                .expr(Func::max(Expr::col((
-                    interface_sample::Entity,
-                    interface_sample::Column::RxBytes,
-                ))))
-                .expr(Func::min(Expr::col((
-                    interface_sample::Entity,
-                    interface_sample::Column::TxBytes,
-                ))))
-                .expr(Func::max(Expr::col((
-                    interface_sample::Entity,
-                    interface_sample::Column::TxBytes,
-                ))))
-                .join(
-                    JoinType::InnerJoin,
-                    interface_sample::Relation::Sample.def(),
-                )
-                .join(JoinType::InnerJoin, sample::Relation::Node.def())
-                .filter(node::Column::Network.eq(clean(network)))
-                .filter(sample::Column::TMs.between(from_ms, to_ms))
-                .group_by(sample::Column::NodeId)
-                .group_by(sample::Column::BootId)
-                .group_by(interface_sample::Column::Name)
-                .into_tuple()
-                .all(&self.db)
-                .await?;
+        let rows: Vec<MinMax> = interface_sample::Entity::find()
+            .select_only()
+            .expr(Func::min(Expr::col((
+                interface_sample::Entity,
+                interface_sample::Column::RxBytes,
+            ))))
+            .expr(Func::max(Expr::col((
+                interface_sample::Entity,
+                interface_sample::Column::RxBytes,
+            ))))
+            .expr(Func::min(Expr::col((
+                interface_sample::Entity,
+                interface_sample::Column::TxBytes,
+            ))))
+            .expr(Func::max(Expr::col((
+                interface_sample::Entity,
+                interface_sample::Column::TxBytes,
+            ))))
+            .join(
+                JoinType::InnerJoin,
+                interface_sample::Relation::Sample.def(),
+            )
+            .join(JoinType::InnerJoin, sample::Relation::Node.def())
+            .filter(node::Column::Network.eq(clean(network)))
+            .filter(sample::Column::TMs.between(from_ms, to_ms))
+            .group_by(sample::Column::NodeId)
+            .group_by(sample::Column::BootId)
+            .group_by(interface_sample::Column::Name)
+            .into_tuple()
+            .all(&self.db)
+            .await?;
         let delta = |lo: Option<i64>, hi: Option<i64>| {
             u64::try_from(hi.unwrap_or(0).saturating_sub(lo.unwrap_or(0))).unwrap_or(0)
         };

@@ -38,13 +38,13 @@ use meshtable_proto::{
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
+    QueryOrder, QuerySelect, Statement, Value,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::derive::sat;
-use crate::entity::{client_count, link, link_event, node, node_extra, node_mesh, sample};
+use crate::entity::{client_count, link, link_event, node, node_extra, node_mesh};
 use crate::liveness::{NodeState, opt_rfc3339_ms};
 use crate::time::rfc3339_ms;
 use crate::write::clean;
@@ -853,6 +853,16 @@ impl Store {
     /// the links up unless `all`), far ends joined (see the module
     /// documentation). `None` for an unknown network.
     pub async fn topology(&self, network: &str, all: bool) -> Result<Option<Graph>, StoreError> {
+        self.graph(network, all, true).await
+    }
+
+    /// [`Store::topology`], with the clients and gauges only when `stats`.
+    async fn graph(
+        &self,
+        network: &str,
+        all: bool,
+        stats: bool,
+    ) -> Result<Option<Graph>, StoreError> {
         let network = clean(network);
         if crate::entity::network::Entity::find_by_id(network.clone())
             .one(&self.db)
@@ -906,8 +916,14 @@ impl Store {
             }
             links.extend(q.all(&self.db).await?);
         }
-        let clients = self.latest_clients(&ids).await?;
-        let gauges = self.latest_gauges(&ids).await?;
+        let (clients, gauges) = if stats {
+            (
+                self.latest_clients(&network, None).await?,
+                self.latest_gauges(&network).await?,
+            )
+        } else {
+            (HashMap::new(), HashMap::new())
+        };
 
         let mut views: Vec<LinkView> = links
             .into_iter()
@@ -1047,7 +1063,7 @@ impl Store {
         node: &str,
         now_ms: i64,
     ) -> Result<Option<NodeMesh>, StoreError> {
-        let Some(graph) = self.topology(network, true).await? else {
+        let Some(graph) = self.graph(network, true, false).await? else {
             return Ok(None);
         };
         let Some(g) = graph.nodes.iter().find(|n| n.node == clean(node)) else {
@@ -1079,72 +1095,104 @@ impl Store {
                 .collect(),
             gateway: g.gateway.clone(),
             uplink: g.uplink,
-            clients: g.clients.clone(),
+            clients: self.latest_clients(network, Some(id)).await?.remove(&id),
         }))
     }
 
-    /// The client counts of each node's latest report that had them.
-    async fn latest_clients(&self, ids: &[i64]) -> Result<HashMap<i64, Clients>, StoreError> {
+    /// The client counts of each node's latest report that had them, for
+    /// the nodes of a network (`only`: one node id). One statement.
+    async fn latest_clients(
+        &self,
+        network: &str,
+        only: Option<i64>,
+    ) -> Result<HashMap<i64, Clients>, StoreError> {
+        let backend = self.db.get_database_backend();
+        let p = |n: usize| match backend {
+            DbBackend::Postgres => format!("${n}"),
+            _ => "?".to_owned(),
+        };
+        let mut values: Vec<Value> = vec![network.into()];
+        let mut sql = format!(
+            "SELECT c.node_id, c.total, c.wifi24, c.wifi5, c.other FROM client_count c \
+             JOIN node n ON c.node_id = n.id WHERE n.network = {} \
+             AND c.t_ms = (SELECT MAX(c2.t_ms) FROM client_count c2 WHERE c2.node_id = n.id)",
+            p(1)
+        );
+        if let Some(id) = only {
+            sql.push_str(&format!(" AND n.id = {}", p(2)));
+            values.push(id.into());
+        }
+        sql.push_str(" ORDER BY c.node_id, c.seq DESC");
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+        let n = |v: i32| u32::try_from(v).unwrap_or(0);
         let mut out = HashMap::new();
-        for &id in ids {
-            if let Some(c) = client_count::Entity::find()
-                .filter(client_count::Column::NodeId.eq(id))
-                .order_by_desc(client_count::Column::TMs)
-                .limit(1)
-                .one(&self.db)
-                .await?
-            {
-                let n = |v: i32| u32::try_from(v).unwrap_or(0);
-                out.insert(
-                    id,
-                    Clients {
-                        total: n(c.total),
-                        wifi_24: n(c.wifi24),
-                        wifi_5: n(c.wifi5),
-                        other: n(c.other),
-                        ids: Vec::new(),
-                    },
-                );
+        for row in rows {
+            let id: i64 = row.try_get("", "node_id")?;
+            if out.contains_key(&id) {
+                continue;
             }
+            out.insert(
+                id,
+                Clients {
+                    total: n(row.try_get("", "total")?),
+                    wifi_24: n(row.try_get("", "wifi24")?),
+                    wifi_5: n(row.try_get("", "wifi5")?),
+                    other: n(row.try_get("", "other")?),
+                    ids: Vec::new(),
+                },
+            );
         }
         Ok(out)
     }
 
-    /// The gauges of each node's latest sample.
-    async fn latest_gauges(&self, ids: &[i64]) -> Result<HashMap<i64, NodeGauges>, StoreError> {
+    /// The gauges of each node's latest sample, for the nodes of a network.
+    /// One statement (one indexed lookup per node).
+    async fn latest_gauges(&self, network: &str) -> Result<HashMap<i64, NodeGauges>, StoreError> {
+        let backend = self.db.get_database_backend();
+        let p1 = match backend {
+            DbBackend::Postgres => "$1",
+            _ => "?",
+        };
+        let sql = format!(
+            "SELECT s.node_id, s.t_ms, s.load1, s.mem_total, s.mem_available, s.rootfs_size, \
+             s.rootfs_free, s.uptime_ms FROM sample s JOIN node n ON s.node_id = n.id \
+             WHERE n.network = {p1} AND s.id = (SELECT s2.id FROM sample s2 \
+             WHERE s2.node_id = n.id ORDER BY s2.t_ms DESC, s2.id DESC LIMIT 1)"
+        );
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [Value::from(network)],
+            ))
+            .await?;
+        let ratio = |free: i64, whole: i64| {
+            (whole > 0).then(|| (1.0 - free as f64 / whole as f64).clamp(0.0, 1.0))
+        };
         let mut out = HashMap::new();
-        for &id in ids {
-            let row: Option<(i64, f64, i64, i64, i64, i64, i64)> = sample::Entity::find()
-                .select_only()
-                .column(sample::Column::TMs)
-                .column(sample::Column::Load1)
-                .column(sample::Column::MemTotal)
-                .column(sample::Column::MemAvailable)
-                .column(sample::Column::RootfsSize)
-                .column(sample::Column::RootfsFree)
-                .column(sample::Column::UptimeMs)
-                .filter(sample::Column::NodeId.eq(id))
-                .order_by_desc(sample::Column::TMs)
-                .order_by_desc(sample::Column::Id)
-                .limit(1)
-                .into_tuple()
-                .one(&self.db)
-                .await?;
-            if let Some((t_ms, load1, mem_total, mem_avail, fs_size, fs_free, uptime)) = row {
-                let ratio = |free: i64, whole: i64| {
-                    (whole > 0).then(|| (1.0 - free as f64 / whole as f64).clamp(0.0, 1.0))
-                };
-                out.insert(
-                    id,
-                    NodeGauges {
-                        t_ms,
-                        load1,
-                        memory_usage: ratio(mem_avail, mem_total),
-                        rootfs_usage: ratio(fs_free, fs_size),
-                        boot_ms: t_ms.saturating_sub(uptime),
-                    },
-                );
-            }
+        for row in rows {
+            let t_ms: i64 = row.try_get("", "t_ms")?;
+            let uptime: i64 = row.try_get("", "uptime_ms")?;
+            out.insert(
+                row.try_get::<i64>("", "node_id")?,
+                NodeGauges {
+                    t_ms,
+                    load1: row.try_get("", "load1")?,
+                    memory_usage: ratio(
+                        row.try_get("", "mem_available")?,
+                        row.try_get("", "mem_total")?,
+                    ),
+                    rootfs_usage: ratio(
+                        row.try_get("", "rootfs_free")?,
+                        row.try_get("", "rootfs_size")?,
+                    ),
+                    boot_ms: t_ms.saturating_sub(uptime),
+                },
+            );
         }
         Ok(out)
     }
