@@ -171,9 +171,9 @@ pub struct Cli {
     /// Print one {"hello":...,"telemetry":...} as JSON and exit, without a broker
     #[arg(long)]
     pub once: bool,
-    /// Send telemetry as v2 compact reports (about 12 KiB/h instead of 115 for a mesh router); the controller must read v2 [default: off]
-    #[arg(long)]
-    pub compact: bool,
+    /// Send telemetry as v2 compact reports (about 12 KiB/h instead of 115 for a mesh router); needs a controller of this version or later; --compact=false for older ones [default: true]
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, require_equals = true, default_missing_value = "true")]
+    pub compact: Option<bool>,
     /// Root of the proc filesystem [default: /proc]
     #[arg(long, value_name = "DIR")]
     pub proc_root: Option<PathBuf>,
@@ -337,10 +337,17 @@ fn mesh_sources(
 
 /// Parses `mqtt://[user:password@]host[:port]` (see [`BrokerUrl::parse`]).
 pub fn parse_mqtt_url(url: &str) -> Result<Broker, ConfigError> {
-    BrokerUrl::parse(url).map_err(|e| ConfigError::MqttUrl {
+    let broker = BrokerUrl::parse(url).map_err(|e| ConfigError::MqttUrl {
         url: e.url,
         reason: e.reason.to_owned(),
-    })
+    })?;
+    if broker.tls {
+        return Err(ConfigError::MqttUrl {
+            url: url.to_owned(),
+            reason: "TLS is not built in; reach the broker through a plain-MQTT listener or a local tunnel".to_owned(),
+        });
+    }
+    Ok(broker)
 }
 
 /// Reads and parses a TOML config file.
@@ -453,7 +460,7 @@ impl Config {
             spool_max_bytes,
             spool_write_budget,
             spool_drain_rate,
-            compact: cli.compact || file.compact.unwrap_or(false),
+            compact: cli.compact.or(file.compact).unwrap_or(true),
             once: cli.once,
             proc_root: cli
                 .proc_root
@@ -489,6 +496,7 @@ mod tests {
             host: host.to_owned(),
             port,
             credentials: None,
+            tls: false,
         }
     }
 
@@ -715,6 +723,30 @@ mod tests {
                 .unwrap_err()
                 .to_string();
             assert!(e.contains(want), "{e} lacks {want}");
+        }
+    }
+
+    #[test]
+    fn compact_is_the_default_and_can_be_turned_off() {
+        // (command-line flags, file setting, expected)
+        let cases: [(&[&str], Option<bool>, bool); 6] = [
+            (&[], None, true),
+            (&["--compact"], None, true),
+            (&["--compact=false"], None, false),
+            (&["--compact=true"], Some(false), true),
+            (&[], Some(false), false),
+            (&["--compact=false"], Some(true), false),
+        ];
+        for (flags, file, want) in cases {
+            let mut args = vec!["meshtable-agent"];
+            args.extend_from_slice(flags);
+            let cli = Cli::try_parse_from(args).unwrap();
+            let config = FileConfig {
+                compact: file,
+                ..FileConfig::default()
+            };
+            let c = Config::merge(cli, config).unwrap();
+            assert_eq!(c.compact, want, "{flags:?} {file:?}");
         }
     }
 

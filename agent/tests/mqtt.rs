@@ -181,6 +181,9 @@ impl Agent {
         let child = Command::new(env!("CARGO_BIN_EXE_meshtable-agent"))
             .args(["--mqtt-url", url, "--network", network, "--node-id", node])
             .args(["--interval", "1s", "--log", "meshtable_agent=debug"])
+            // The subscriber decodes each message alone: full reports only
+            // (compact ones are tested in tests/tests/compact.rs).
+            .arg("--compact=false")
             .arg("--state-dir")
             .arg(state_dir)
             .args(extra)

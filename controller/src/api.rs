@@ -157,6 +157,7 @@ pub fn router(state: AppState) -> Router {
         .merge(crate::enroll::router())
         .merge(crate::liveness::router())
         .merge(crate::topology::router())
+        .merge(crate::alerts::router())
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(RequestBodyLimitLayer::new(BODY_LIMIT))

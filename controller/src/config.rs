@@ -233,6 +233,23 @@ pub struct ServeArgs {
     /// without it /metrics is open and shows per-network aggregates only.
     #[arg(long, value_name = "FILE")]
     pub metrics_token_file: Option<PathBuf>,
+    /// CA certificate (PEM) the external broker's certificate must chain to; needed with
+    /// --mqtt-url mqtts://.
+    #[arg(long, value_name = "FILE")]
+    pub mqtt_ca: Option<PathBuf>,
+    /// Serve HTTPS: PEM certificate chain, leaf first (with --tls-key).
+    #[arg(long, value_name = "FILE")]
+    pub tls_cert: Option<PathBuf>,
+    /// Serve HTTPS: PEM private key of --tls-cert.
+    #[arg(long, value_name = "FILE")]
+    pub tls_key: Option<PathBuf>,
+    /// Export per-node series on /metrics (meshtable_node_*) [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub metrics_per_node: Option<bool>,
+    /// At most this many per-node series on /metrics; nodes beyond are left out and
+    /// counted [default: 10000].
+    #[arg(long, value_name = "N")]
+    pub metrics_max_series: Option<usize>,
     /// How long raw samples are kept, e.g. 14d [default: 14d].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub raw_retention: Option<Duration>,
@@ -311,6 +328,16 @@ pub struct Layer {
     pub mqtt_allow_anonymous: Option<bool>,
     /// `--metrics-token-file`.
     pub metrics_token_file: Option<PathBuf>,
+    /// `--mqtt-ca`.
+    pub mqtt_ca: Option<PathBuf>,
+    /// `--tls-cert`.
+    pub tls_cert: Option<PathBuf>,
+    /// `--tls-key`.
+    pub tls_key: Option<PathBuf>,
+    /// `--metrics-per-node`.
+    pub metrics_per_node: Option<bool>,
+    /// `--metrics-max-series`.
+    pub metrics_max_series: Option<usize>,
     /// `--sim-network` (demo).
     pub sim_network: Option<SimNetwork>,
     /// `--sim-interval` (demo).
@@ -361,6 +388,11 @@ impl Layer {
             log,
             mqtt_allow_anonymous,
             metrics_token_file,
+            mqtt_ca,
+            tls_cert,
+            tls_key,
+            metrics_per_node,
+            metrics_max_series,
             sim_network,
             sim_interval,
             sim_churn,
@@ -390,6 +422,11 @@ impl Layer {
             log: args.log.clone(),
             mqtt_allow_anonymous: args.mqtt_allow_anonymous,
             metrics_token_file: args.metrics_token_file.clone(),
+            mqtt_ca: args.mqtt_ca.clone(),
+            tls_cert: args.tls_cert.clone(),
+            tls_key: args.tls_key.clone(),
+            metrics_per_node: args.metrics_per_node,
+            metrics_max_series: args.metrics_max_series,
             raw_retention: args.raw_retention,
             rollup_retention: args.rollup_retention,
             history_interval: args.history_interval,
@@ -451,6 +488,11 @@ impl Layer {
             log: var(lookup, "LOG", string)?,
             mqtt_allow_anonymous: var(lookup, "MQTT_ALLOW_ANONYMOUS", parsed)?,
             metrics_token_file: var(lookup, "METRICS_TOKEN_FILE", |s| Ok(PathBuf::from(s)))?,
+            mqtt_ca: var(lookup, "MQTT_CA", |s| Ok(PathBuf::from(s)))?,
+            tls_cert: var(lookup, "TLS_CERT", |s| Ok(PathBuf::from(s)))?,
+            tls_key: var(lookup, "TLS_KEY", |s| Ok(PathBuf::from(s)))?,
+            metrics_per_node: var(lookup, "METRICS_PER_NODE", parsed)?,
+            metrics_max_series: var(lookup, "METRICS_MAX_SERIES", parsed)?,
             sim_network: var(lookup, "SIM_NETWORK", parsed)?,
             sim_interval: var(lookup, "SIM_INTERVAL", parse_duration)?,
             sim_churn: var(lookup, "SIM_CHURN", parsed)?,
@@ -500,24 +542,21 @@ pub enum Broker {
 }
 
 impl Broker {
-    /// Parses and checks an external broker's URL: `mqtt://` or `tcp://`,
-    /// a host, an optional port (1883), optional credentials, nothing else.
+    /// Parses and checks an external broker's URL: `mqtt://` or `tcp://`
+    /// (or `mqtts://`, `ssl://` for TLS, see [`Broker::url_is_tls`]), a
+    /// host, an optional port (1883, 8883 with TLS), optional credentials,
+    /// nothing else.
     pub fn parse_url(raw: &str) -> Result<Broker, String> {
         let url = url::Url::parse(raw).map_err(|e| e.to_string())?;
-        match url.scheme() {
-            "mqtt" | "tcp" => {}
-            "mqtts" | "ssl" => {
-                return Err(
-                    "TLS is not supported yet: use mqtt:// (e.g. over a VPN or on localhost)"
-                        .to_owned(),
-                );
-            }
+        let default_port = match url.scheme() {
+            "mqtt" | "tcp" => 1883,
+            "mqtts" | "ssl" => 8883,
             other => {
                 return Err(format!(
                     "unsupported scheme {other:?}: use mqtt://host:port"
                 ));
             }
-        }
+        };
         let host = match url.host() {
             Some(url::Host::Ipv6(a)) => a.to_string(),
             Some(h) => h.to_string(),
@@ -535,9 +574,15 @@ impl Broker {
         };
         Ok(Broker::External {
             host,
-            port: url.port().unwrap_or(1883),
+            port: url.port().unwrap_or(default_port),
             credentials,
         })
+    }
+
+    /// Whether an external broker's URL asks for TLS (`mqtts://`, `ssl://`).
+    pub fn url_is_tls(raw: &str) -> bool {
+        let scheme = raw.trim().split_once("://").map(|(s, _)| s);
+        matches!(scheme, Some("mqtts" | "ssl"))
     }
 
     /// `mqtt://host:port`, without credentials: for logs and the ready line.
@@ -618,6 +663,14 @@ pub struct Config {
     pub mqtt_allow_anonymous: bool,
     /// `/metrics` requires the bearer token in this file (read at start).
     pub metrics_token_file: Option<PathBuf>,
+    /// HTTPS: the certificate chain and key files (read at start); plain
+    /// HTTP without.
+    pub tls: Option<TlsFiles>,
+    /// MQTT over TLS to the external broker (`mqtts://`), trusting the CA
+    /// certificates in this file (read at start).
+    pub mqtt_ca: Option<PathBuf>,
+    /// Per-node series on `/metrics` and their cap.
+    pub metrics_per_node: crate::fleet_metrics::PerNode,
     /// History: retention, the history job's period, clock tolerance.
     pub history: HistoryConfig,
 }
@@ -685,6 +738,56 @@ impl HistoryConfig {
             ));
         }
         Ok(c)
+    }
+}
+
+/// `--mqtt-ca`: given exactly when `--mqtt-url` is `mqtts://`.
+fn mqtt_ca(layer: &Layer) -> Result<Option<PathBuf>, ConfigError> {
+    let url = layer.mqtt_url.as_deref().map(str::trim).unwrap_or_default();
+    let tls = Broker::url_is_tls(url);
+    match &layer.mqtt_ca {
+        Some(ca) if !tls => Err(invalid(
+            "--mqtt-ca",
+            ca.display(),
+            "only for an external broker over TLS: --mqtt-url mqtts://host:port",
+        )),
+        None if tls => Err(invalid(
+            "--mqtt-url",
+            url,
+            "mqtts:// needs --mqtt-ca FILE, the CA the broker's certificate chains to",
+        )),
+        ca => Ok(ca.clone()),
+    }
+}
+
+/// The certificate and key of the HTTPS listener (see [`crate::tls`]).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// PEM certificate chain, leaf first.
+    pub cert: PathBuf,
+    /// PEM private key.
+    pub key: PathBuf,
+}
+
+impl TlsFiles {
+    fn resolve(layer: &Layer) -> Result<Option<TlsFiles>, ConfigError> {
+        match (&layer.tls_cert, &layer.tls_key) {
+            (None, None) => Ok(None),
+            (Some(cert), Some(key)) => Ok(Some(TlsFiles {
+                cert: cert.clone(),
+                key: key.clone(),
+            })),
+            (Some(cert), None) => Err(invalid(
+                "--tls-cert",
+                cert.display(),
+                "give --tls-key with it",
+            )),
+            (None, Some(key)) => Err(invalid(
+                "--tls-key",
+                key.display(),
+                "give --tls-cert with it",
+            )),
+        }
     }
 }
 
@@ -815,6 +918,14 @@ impl Config {
             log,
             mqtt_allow_anonymous: layer.mqtt_allow_anonymous.unwrap_or(false),
             metrics_token_file: layer.metrics_token_file.clone(),
+            tls: TlsFiles::resolve(layer)?,
+            mqtt_ca: mqtt_ca(layer)?,
+            metrics_per_node: crate::fleet_metrics::PerNode {
+                enabled: layer.metrics_per_node.unwrap_or(false),
+                max_series: layer
+                    .metrics_max_series
+                    .unwrap_or(crate::fleet_metrics::DEFAULT_MAX_SERIES),
+            },
             history: HistoryConfig::resolve(layer)?,
         })
     }
@@ -1039,6 +1150,9 @@ mod tests {
                 log: "info,rumqttd=warn".to_owned(),
                 mqtt_allow_anonymous: false,
                 metrics_token_file: None,
+                tls: None,
+                mqtt_ca: None,
+                metrics_per_node: crate::fleet_metrics::PerNode::default(),
                 history: HistoryConfig::default(),
             }
         );
@@ -1138,7 +1252,8 @@ mod tests {
                 "mqtt://user:p%40ss@broker:1883",
                 Ok(("broker", 1883, Some(("user", "p@ss")))),
             ),
-            ("mqtts://broker", Err("TLS")),
+            ("mqtts://broker", Ok(("broker", 8883, None))),
+            ("ssl://broker:9883", Ok(("broker", 9883, None))),
             ("http://broker", Err("scheme")),
             ("mqtt://broker/path", Err("path")),
             ("mqtt://broker?x=1", Err("query")),

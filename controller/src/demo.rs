@@ -8,7 +8,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use meshtable_sim::{SimConfig, SimError, Snapshot};
+use meshtable_sim::{RunOptions, SimConfig, SimError, Snapshot};
+use meshtable_store::Store;
 use tokio::sync::watch;
 use tracing::{error, info};
 
@@ -108,8 +109,9 @@ pub async fn run(
     }
     config.listen = http_addr;
     config.broker = Broker::Embedded { listen: mqtt };
-    // The simulated routers are not enrolled: they connect without a login
-    // and publish unsigned reports, which their network accepts.
+    // The simulated routers have no broker login: they connect anonymously
+    // and sign every report with a key registered below, in a network that
+    // refuses unsigned reports.
     config.mqtt_allow_anonymous = true;
 
     let controller = Controller::start(
@@ -120,14 +122,17 @@ pub async fn run(
         },
     )
     .await?;
-    match crate::enroll::add_network(controller.store(), demo.sim.network.as_str(), true).await {
-        Ok(()) | Err(crate::api::ApiError::Conflict(_)) => {}
-        Err(e) => tracing::warn!(error = %e, "cannot create the demo network"),
-    }
     let snapshot = match demo.sim.network {
         SimNetwork::Leipzig => Snapshot::leipzig(),
         SimNetwork::Bremen => Snapshot::bremen(),
     };
+    register_sim_keys(
+        controller.store(),
+        demo.sim.network.as_str(),
+        &snapshot,
+        demo.sim.seed,
+    )
+    .await;
     println!("{}", controller.ready_line());
     print_urls(
         &controller,
@@ -145,9 +150,13 @@ pub async fn run(
         seed: demo.sim.seed,
     };
     let (sim_stop, mut sim_stop_rx) = watch::channel(false);
-    let mut sim = tokio::spawn(meshtable_sim::run(sim_config, async move {
-        let _ = sim_stop_rx.wait_for(|s| *s).await;
-    }));
+    let mut sim = tokio::spawn(meshtable_sim::run_with(
+        sim_config,
+        RunOptions { sign: true },
+        async move {
+            let _ = sim_stop_rx.wait_for(|s| *s).await;
+        },
+    ));
 
     // Until Ctrl-C, or until the simulator gives up on its own.
     let early = tokio::select! {
@@ -176,6 +185,42 @@ pub async fn run(
     };
     controller.shutdown().await;
     result
+}
+
+/// Creates the demo network as signed-only (or makes an existing one so)
+/// and registers the public key of every simulated router, all before the
+/// first router connects. Failures are logged: the demo then shows the
+/// rejected reports in `meshtable_ingest_rejected_total`.
+pub async fn register_sim_keys(store: &Store, network: &str, snapshot: &Snapshot, seed: u64) {
+    match crate::enroll::add_network(store, network, false).await {
+        Ok(()) => {}
+        Err(crate::api::ApiError::Conflict(_)) => {
+            if let Err(e) = store.set_accept_unsigned(network, false).await {
+                tracing::warn!(error = %e, "cannot make the demo network signed-only");
+            }
+        }
+        Err(e) => tracing::warn!(error = %e, "cannot create the demo network"),
+    }
+    let keys: Vec<(String, String)> = snapshot
+        .nodes
+        .iter()
+        .map(|n| {
+            let key = meshtable_sim::node_key(seed, network, &n.node_id);
+            let public = meshtable_proto::sign::to_hex(key.verifying_key().as_bytes());
+            (n.node_id.clone(), public)
+        })
+        .collect();
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    match store.register_node_keys(network, &keys, now_ms).await {
+        Ok(()) => info!(
+            network,
+            nodes = keys.len(),
+            "registered the simulated routers' keys"
+        ),
+        Err(e) => tracing::warn!(error = %e, "cannot register the simulated routers' keys"),
+    }
 }
 
 fn sim_result(

@@ -49,6 +49,7 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Broker, Config};
 use crate::metrics::Metrics;
+use crate::reassemble::{Reassembly, persist_bases};
 use crate::registry::Registry;
 
 /// Capacity of the channel between the event loop and the writer: larger
@@ -377,6 +378,7 @@ impl Ingest {
                 progress: progress.clone(),
                 held: None,
                 abandoned: false,
+                reassembly: Reassembly::new(),
             }
             .run(writer_guard),
         );
@@ -646,6 +648,8 @@ struct Writer {
     held: Option<Item>,
     /// Set when shutdown interrupted a store retry: the rest stays unacked.
     abandoned: bool,
+    /// Decodes telemetry, full or compact (see [`crate::reassemble`]).
+    reassembly: Reassembly,
 }
 
 impl Writer {
@@ -682,17 +686,25 @@ impl Writer {
         let mut next = Some(first);
         while let Some(item) = next.take() {
             let verified = self
-                .registry
-                .decode(&item.publish.topic, &item.publish.payload)
+                .reassembly
+                .decode(
+                    &self.registry,
+                    &self.store,
+                    &self.metrics,
+                    &item.publish.topic,
+                    &item.publish.payload,
+                )
                 .await;
             let report = match verified {
-                Decoded::Rejected { reason, detail } => {
+                // A redelivered compact report, stored before (counted).
+                None => None,
+                Some(Decoded::Rejected { reason, detail }) => {
                     self.metrics.rejected(reason);
                     let topic = escape_topic(&item.publish.topic);
                     warn!(topic = %topic, reason, error = %detail, "report rejected");
                     None
                 }
-                Decoded::Report(topic, report) => {
+                Some(Decoded::Report(topic, report)) => {
                     let key = (topic.network.clone(), topic.node.clone());
                     if item.publish.retain && !batch.is_empty() && nodes.contains(&key) {
                         self.held = Some(item);
@@ -732,6 +744,24 @@ impl Writer {
         if batch.iter().any(|t| t.report.is_some()) && !self.store_with_retry(&batch).await {
             // Shutting down with the store failing: leave this batch and
             // the rest to the broker.
+            warn!("store unavailable at shutdown, leaving queued messages unacknowledged");
+            self.abandoned = true;
+            return;
+        }
+        // Before the acks: a restart must find the base of what follows.
+        let reports: Vec<(&Topic, &Report)> = batch
+            .iter()
+            .filter_map(|t| t.report.as_ref().map(|(topic, r)| (topic, r.as_ref())))
+            .collect();
+        if !persist_bases(
+            &self.store,
+            &self.metrics,
+            &mut self.stop,
+            &reports,
+            now_ms(),
+        )
+        .await
+        {
             warn!("store unavailable at shutdown, leaving queued messages unacknowledged");
             self.abandoned = true;
             return;

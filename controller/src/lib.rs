@@ -16,19 +16,23 @@
 //! format details (only `meshtable-proto` knows them), and no second ingest
 //! path: the embedded broker is consumed over MQTT like an external one.
 
+pub mod alerts;
 pub mod api;
 pub mod auth;
 pub mod broker;
 pub mod config;
 pub mod demo;
 pub mod enroll;
+pub mod fleet_metrics;
 pub mod history;
 pub mod ingest;
 pub mod liveness;
 pub mod metrics;
 pub mod mosquitto;
+pub mod reassemble;
 pub mod registry;
 pub mod serve;
+pub mod tls;
 pub mod topology;
 pub mod trust_cli;
 pub mod web;

@@ -13,7 +13,7 @@ use prometheus::{Encoder, IntCounter, IntCounterVec, IntGaugeVec, Opts, Registry
 
 /// Every `reason` label of `meshtable_ingest_rejected_total`: the decode
 /// reasons of [`meshtable_proto::DecodeError::reason`] plus the controller's own.
-pub const REJECT_REASONS: [&str; 8] = [
+pub const REJECT_REASONS: [&str; 9] = [
     "empty",
     "oversized",
     "truncated",
@@ -22,6 +22,7 @@ pub const REJECT_REASONS: [&str; 8] = [
     "invalid",
     "topic",
     "node_mismatch",
+    "missing_base",
 ];
 
 /// Why the metrics could not be registered or rendered.
@@ -42,6 +43,9 @@ pub struct FleetSnapshot {
     pub nodes: Vec<(String, &'static str, u64)>,
     /// `(network, sum of the latest "dropped" counter of its agents)`.
     pub agent_dropped: Vec<(String, u64)>,
+    /// Per-node figures for the network and site aggregates and the
+    /// optional per-node series.
+    pub detail: crate::fleet_metrics::FleetDetail,
 }
 
 /// The controller's metrics.
@@ -55,6 +59,8 @@ pub struct Metrics {
     store_errors: IntCounter,
     nodes: IntGaugeVec,
     agent_dropped: IntCounterVec,
+    alert_delivery_failures: IntCounterVec,
+    fleet: crate::fleet_metrics::FleetMetrics,
     /// Serializes fleet updates with the gathering that follows them.
     scrape: Mutex<()>,
 }
@@ -116,6 +122,18 @@ impl Metrics {
         registry.register(Box::new(store_errors.clone()))?;
         registry.register(Box::new(nodes.clone()))?;
         registry.register(Box::new(agent_dropped.clone()))?;
+        let alert_delivery_failures = IntCounterVec::new(
+            Opts::new(
+                "meshtable_alerts_delivery_failures_total",
+                "Alert digests that could not be delivered (retried at the next evaluation), by channel (webhook, email).",
+            ),
+            &["channel"],
+        )?;
+        for c in ["webhook", "email"] {
+            alert_delivery_failures.with_label_values(&[c]);
+        }
+        registry.register(Box::new(alert_delivery_failures.clone()))?;
+        let fleet = crate::fleet_metrics::FleetMetrics::register(&registry, Default::default())?;
         Ok(Metrics {
             registry,
             messages,
@@ -125,8 +143,16 @@ impl Metrics {
             store_errors,
             nodes,
             agent_dropped,
+            alert_delivery_failures,
+            fleet,
             scrape: Mutex::new(()),
         })
+    }
+
+    /// Turns the per-node series on or off, with their cap.
+    pub fn with_per_node(mut self, per_node: crate::fleet_metrics::PerNode) -> Metrics {
+        self.fleet.per_node = per_node;
+        self
     }
 
     /// Counts a stored message.
@@ -152,6 +178,14 @@ impl Metrics {
     /// Counts a failed attempt to store a message.
     pub fn store_error(&self) {
         self.store_errors.inc();
+    }
+
+    /// Counts an alert digest that could not be delivered on `channel`
+    /// (`webhook` or `email`).
+    pub fn alert_delivery_failed(&self, channel: &str) {
+        self.alert_delivery_failures
+            .with_label_values(&[channel])
+            .inc();
     }
 
     /// Current value of `meshtable_ingest_rejected_total{reason}`.
@@ -181,6 +215,8 @@ impl Metrics {
                     .with_label_values(&[network.as_str()])
                     .inc_by(*n);
             }
+            let networks = fleet.nodes.iter().map(|(n, _, _)| n.as_str()).collect();
+            self.fleet.set(&networks, &fleet.detail);
         }
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
@@ -198,9 +234,14 @@ pub async fn fleet_snapshot(store: &Store) -> Result<FleetSnapshot, StoreError> 
         .map(|(network, status, n)| (network, status.as_str(), n))
         .collect();
     let agent_dropped = store.agent_dropped().await?;
+    let now_ms = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0, |d| i64::try_from(d.as_millis()).unwrap_or(i64::MAX));
+    let detail = crate::fleet_metrics::FleetDetail::read(store, now_ms).await?;
     Ok(FleetSnapshot {
         nodes,
         agent_dropped,
+        detail,
     })
 }
 
@@ -249,6 +290,7 @@ mod tests {
                 ("b".to_owned(), "online", 2),
             ],
             agent_dropped: vec![("a".to_owned(), 10)],
+            ..FleetSnapshot::default()
         };
         let text = m.render(Some(&first)).unwrap();
         assert!(text.contains("# HELP meshtable_nodes "));
@@ -267,6 +309,7 @@ mod tests {
         let second = FleetSnapshot {
             nodes: vec![("a".to_owned(), "online", 4)],
             agent_dropped: vec![("a".to_owned(), 2)],
+            ..FleetSnapshot::default()
         };
         let text = m.render(Some(&second)).unwrap();
         assert_eq!(

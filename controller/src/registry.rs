@@ -203,6 +203,17 @@ impl Registry {
     /// Checks a message against the registry, then decodes the message
     /// inside ([`crate::ingest::decode`]). Never panics, whatever the input.
     pub async fn decode(&self, topic: &str, payload: &[u8]) -> Decoded {
+        self.decode_with(topic, payload, decode).await
+    }
+
+    /// [`Registry::decode`], the message inside decoded by `decode` (ingest
+    /// passes its telemetry reassembler, see [`crate::reassemble`]).
+    pub async fn decode_with(
+        &self,
+        topic: &str,
+        payload: &[u8],
+        decode: impl FnOnce(&str, &[u8]) -> Decoded,
+    ) -> Decoded {
         let parsed = match Topic::parse(topic) {
             Ok(t) => t,
             // ingest's decode names the topic's fault.

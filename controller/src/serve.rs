@@ -81,6 +81,9 @@ pub enum ServeError {
     /// The HTTP server failed.
     #[error("http server failed: {0}")]
     Http(io::Error),
+    /// The HTTPS certificate or key could not be loaded.
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
 }
 
 /// The listening sockets, bound (HTTP) or checked (MQTT) before anything
@@ -124,6 +127,7 @@ impl Listeners {
 #[derive(Debug)]
 pub struct Controller {
     http_addr: SocketAddr,
+    https: bool,
     mqtt_url: String,
     stop: watch::Sender<bool>,
     http: JoinHandle<io::Result<()>>,
@@ -141,7 +145,7 @@ impl Controller {
     /// liveness sweep and the HTTP server, and returns once ingest has
     /// subscribed.
     pub async fn start(config: &Config, listeners: Listeners) -> Result<Controller, ServeError> {
-        let metrics = Arc::new(Metrics::new()?);
+        let metrics = Arc::new(Metrics::new()?.with_per_node(config.metrics_per_node));
         let store = Store::connect(&config.database_url)
             .await
             .map_err(|source| ServeError::Store {
@@ -200,27 +204,30 @@ impl Controller {
             enroll_limiter: Arc::new(crate::enroll::limiter()),
         };
         let mut http_stop = stop_rx.clone();
-        let http = tokio::spawn(async move {
-            axum::serve(
-                http_listener,
-                api::router(state).into_make_service_with_connect_info::<SocketAddr>(),
-            )
-            .with_graceful_shutdown(async move {
-                let _ = http_stop.wait_for(|s| *s).await;
-            })
-            .await
-        });
-        info!(listen = %http_addr, "http server started");
+        let tls = match &config.tls {
+            Some(f) => Some(crate::tls::server_config(&f.cert, &f.key)?),
+            None => None,
+        };
+        let https = tls.is_some();
+        let http = crate::tls::spawn_http(http_listener, tls, api::router(state), async move {
+            let _ = http_stop.wait_for(|s| *s).await;
+        })
+        .map_err(ServeError::Http)?;
+        info!(listen = %http_addr, https, "http server started");
 
         let filter = config.subscription_filter();
         info!(broker = %config.broker.display_url(), filter = %filter, client_id = %config.mqtt_client_id, "ingest starting");
         let mut options = ingest::mqtt_options(&config);
+        if let Some(ca) = &config.mqtt_ca {
+            options.set_transport(crate::tls::mqtt_transport(ca)?);
+        }
         if broker.is_some() && broker_auth.is_some() {
             options.set_credentials(INGEST_USER, ingest_password);
         }
         registry
             .clone()
             .spawn_refresh(crate::registry::REFRESH_INTERVAL, stop_rx.clone());
+        let alert_metrics = metrics.clone();
         let mut ingest = Ingest::start(
             options,
             filter,
@@ -237,6 +244,13 @@ impl Controller {
             None => ingest.subscribed().await.map_err(ServeError::from),
         };
         let history = tokio::spawn(history::run(store.clone(), config.history, stop_rx.clone()));
+        // Alerts: evaluated at the sweep's period; the task ends with `stop`.
+        tokio::spawn(crate::alerts::engine::run(
+            store.clone(),
+            alert_metrics,
+            config.sweep_interval,
+            stop_rx.clone(),
+        ));
         let liveness = tokio::spawn(liveness::run(
             store.clone(),
             config.sweep_interval,
@@ -247,6 +261,7 @@ impl Controller {
         ));
         let controller = Controller {
             http_addr,
+            https,
             mqtt_url: config.broker.display_url(),
             stop,
             http,
@@ -269,9 +284,10 @@ impl Controller {
         self.http_addr
     }
 
-    /// `http://ADDR`.
+    /// `http://ADDR`, or `https://ADDR` when serving TLS.
     pub fn http_url(&self) -> String {
-        format!("http://{}", self.http_addr)
+        let scheme = if self.https { "https" } else { "http" };
+        format!("{scheme}://{}", self.http_addr)
     }
 
     /// `mqtt://ADDR` of the broker in use.

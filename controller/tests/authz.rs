@@ -204,6 +204,8 @@ struct Setup {
 
 impl Setup {
     async fn start(database_url: &str) -> Result<Setup> {
+        // reqwest is built without a default TLS provider: name one, once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir()?;
         let layer = Layer {
             listen: Some("127.0.0.1:0".parse()?),
@@ -955,6 +957,7 @@ async fn metrics_token_when_configured() -> Result<()> {
     };
     let config = Config::resolve(&layer, None)?;
     let controller = Controller::start(&config, Listeners::bind(&config)?).await?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
     let http = reqwest::Client::new();
     let url = |p: &str| format!("{}{p}", controller.http_url());
     let get = |p: &str, bearer: Option<&str>| {

@@ -55,6 +55,8 @@ impl Harness {
             Ok(()) | Err(meshtable::api::ApiError::Conflict(_)) => {}
             Err(e) => bail!("cannot create network {NET}: {e}"),
         }
+        // reqwest is built without a default TLS provider: name one, once.
+        let _ = rustls::crypto::ring::default_provider().install_default();
         let token = meshtable::auth::superadmin_token(controller.store(), "tests").await?;
         let mut headers = reqwest::header::HeaderMap::new();
         headers.insert(

@@ -17,6 +17,8 @@ mod m20261128_100000_rollups;
 mod m20261128_300000_node_trust;
 mod m20261128_400000_accounts;
 mod m20261128_500000_topology_liveness;
+mod m20261128_600000_telemetry_base;
+mod m20261128_700000_alerts;
 
 /// Every migration step, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -31,6 +33,8 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_300000_node_trust::Migration),
             Box::new(m20261128_400000_accounts::Migration),
             Box::new(m20261128_500000_topology_liveness::Migration),
+            Box::new(m20261128_600000_telemetry_base::Migration),
+            Box::new(m20261128_700000_alerts::Migration),
         ]
     }
 }

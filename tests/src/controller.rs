@@ -325,19 +325,31 @@ impl Controller {
         stdout
     }
 
-    /// Creates `network` (`meshtable network add`): reports for a network
-    /// that does not exist are refused. `accept_unsigned` lets agents that
-    /// are not enrolled report to it.
+    /// Creates `network` through the running controller's API (`POST
+    /// /api/v1/networks` as the bootstrap superadmin), so that its ingest
+    /// knows the network before this returns: reports for a network that does
+    /// not exist are refused. `accept_unsigned` lets agents that are not
+    /// enrolled report to it.
     ///
     /// # Panics
     ///
-    /// When the command fails.
+    /// When the request fails or is refused.
     pub fn add_network(&self, network: &str, accept_unsigned: bool) {
-        let mut args = vec!["network", "add", network];
-        if accept_unsigned {
-            args.push("--accept-unsigned");
+        let url = format!("{}/api/v1/networks", self.base);
+        let body = serde_json::json!({ "id": network, "accept_unsigned": accept_unsigned });
+        let mut req = self
+            .http
+            .post(&url)
+            .header("Content-Type", "application/json");
+        if let Some(t) = &self.token {
+            req = req.header("Authorization", &format!("Bearer {t}"));
         }
-        self.cli(&args);
+        let resp = req
+            .send(body.to_string())
+            .unwrap_or_else(|e| panic!("POST {url}: {e}"));
+        let status = resp.status().as_u16();
+        let text = resp.into_body().read_to_string().unwrap_or_default();
+        assert_eq!(status, 201, "POST {url} for network {network}: {text}");
     }
 
     /// A new enrollment token for `network` valid for `ttl` (e.g. `1h`).
@@ -534,6 +546,88 @@ impl Controller {
             .collect()
     }
 
+    /// Kills the controller (SIGKILL, like [`Controller::kill`]) and starts
+    /// it again on the same ports, data directory, database, MQTT client id
+    /// and share group, with `extra_args`, and waits until it is ready.
+    ///
+    /// # Panics
+    ///
+    /// When the new process exits or is not ready in time.
+    pub fn kill_and_restart(&mut self, backend: &Backend, extra_args: &[&str]) {
+        self.kill();
+        let listen = self.base.trim_start_matches("http://").to_owned();
+        let mut cmd = Command::new(&binaries().controller);
+        cmd.arg("serve")
+            .args(["--listen", &listen])
+            .arg("--data-dir")
+            .arg(self.dir.path())
+            .args(["--mqtt-client-id", &self.client_id])
+            .args(["--mqtt-share-group", &self.share_group])
+            .args(["--sweep-interval", "1s"]);
+        if let Some(url) = backend.mqtt_url() {
+            cmd.args(["--mqtt-url", url]);
+        } else {
+            cmd.args(["--mqtt-listen", self.mqtt_url.trim_start_matches("mqtt://")]);
+        }
+        if let Some(url) = backend.database_url() {
+            cmd.args(["--database-url", url]);
+        }
+        if !extra_args
+            .iter()
+            .any(|a| a.starts_with("--mqtt-allow-anonymous"))
+        {
+            cmd.arg("--mqtt-allow-anonymous");
+        }
+        cmd.args(extra_args);
+        isolate_env(&mut cmd);
+        // Appended to: the logs of the first run stay readable.
+        let open = |name: &str| {
+            fs::OpenOptions::new()
+                .create(true)
+                .append(true)
+                .open(self.dir.path().join(name))
+                .expect("open a log file")
+        };
+        let stdout = open("controller.stdout.log");
+        let stderr = open("controller.stderr.log");
+        // The ready line of the first run must not count for this one.
+        let ready_lines = self
+            .stdout()
+            .lines()
+            .filter(|l| l.starts_with("meshtable ready "))
+            .count();
+        cmd.stdin(Stdio::null()).stdout(stdout).stderr(stderr);
+        self.child = Some(cmd.spawn().expect("restart meshtable serve"));
+        let start = Instant::now();
+        loop {
+            if let Some(status) = self
+                .child
+                .as_mut()
+                .and_then(|c| c.try_wait().expect("poll the controller process"))
+            {
+                panic!(
+                    "restarted controller exited ({status}):\n{}",
+                    self.log_tail()
+                );
+            }
+            let ready = self
+                .stdout()
+                .lines()
+                .filter(|l| l.starts_with("meshtable ready "))
+                .count()
+                > ready_lines;
+            if ready && matches!(self.try_get("/healthz"), Ok((200, _))) {
+                return;
+            }
+            assert!(
+                start.elapsed() < READY_TIMEOUT,
+                "restarted controller not ready after {READY_TIMEOUT:?}:\n{}",
+                self.log_tail()
+            );
+            thread::sleep(crate::POLL);
+        }
+    }
+
     /// Stops the controller now (SIGKILL) and waits for it to exit.
     pub fn kill(&mut self) {
         if let Some(mut child) = self.child.take() {
@@ -561,8 +655,13 @@ impl Drop for Controller {
         }
         if self.external_broker {
             // The controller's persistent session would otherwise collect
-            // messages on the shared broker forever.
+            // messages on the shared broker forever. On a shared
+            // subscription ingest opens 4 connections: `<id>`, `<id>-1` ..
+            // `<id>-3` (meshtable::ingest::connection_client_id).
             crate::purge_session(&self.mqtt_url, &self.client_id);
+            for k in 1..4 {
+                crate::purge_session(&self.mqtt_url, &format!("{}-{k}", self.client_id));
+            }
         }
     }
 }

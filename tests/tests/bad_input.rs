@@ -52,8 +52,9 @@ fn telemetry(node: &str, seq: u64) -> Telemetry {
 fn cases(net: &str) -> Vec<Case> {
     let topic = |node: &str, kind: &str| format!("meshtable/v1/{net}/{node}/{kind}");
     let cbor = encode_cbor(&telemetry("n-truncated", 0));
-    let mut v2 = telemetry("n-version", 0);
-    v2.v = 2;
+    // No version this build knows (2 is the compact telemetry form).
+    let mut unknown = telemetry("n-version", 0);
+    unknown.v = 99;
     let mut invalid = telemetry("n-invalid", 0);
     invalid.mem_available = invalid.mem_total + 1;
     let mut garbage = vec![0x00, 0xff];
@@ -82,7 +83,7 @@ fn cases(net: &str) -> Vec<Case> {
         Case {
             reason: "unknown_version",
             topic: topic("n-version", "telemetry"),
-            payload: encode_cbor(&v2),
+            payload: encode_cbor(&unknown),
         },
         Case {
             reason: "invalid",

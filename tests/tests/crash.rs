@@ -245,7 +245,7 @@ fn kill_9_while_publishing_loses_nothing_and_stores_nothing_twice() {
     assert_eq!(count(), REPORTS, "samples outside the test network");
 
     drop(controller);
-    for k in 0..8 {
+    for k in 0..4 {
         let id = if k == 0 {
             client_id.clone()
         } else {

@@ -1,9 +1,12 @@
-//! Broker addresses: `mqtt://[user:password@]host[:port]`, shared by the
-//! agent, the simulator and the controller's tools so they all accept the
-//! same spelling.
+//! Broker addresses: `mqtt://[user:password@]host[:port]` (or `mqtts://`
+//! for MQTT over TLS), shared by the agent, the simulator and the
+//! controller's tools so they all accept the same spelling.
 
 /// The default MQTT port.
 pub const DEFAULT_MQTT_PORT: u16 = 1883;
+
+/// The default MQTT over TLS port.
+pub const DEFAULT_MQTTS_PORT: u16 = 8883;
 
 /// A parsed broker URL.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -14,6 +17,9 @@ pub struct BrokerUrl {
     pub port: u16,
     /// User name and password, when the URL has them.
     pub credentials: Option<(String, String)>,
+    /// MQTT over TLS (`mqtts://`): the client must verify the broker's
+    /// certificate, against a CA it is given.
+    pub tls: bool,
 }
 
 /// Why a broker URL was refused.
@@ -27,9 +33,11 @@ pub struct BrokerUrlError {
 }
 
 impl BrokerUrl {
-    /// Parses `mqtt://[user:password@]host[:port]` (also `tcp://`); the port
-    /// defaults to 1883 and IPv6 hosts go in brackets. TLS schemes are
-    /// refused: no TLS stack is built in yet.
+    /// Parses `mqtt://[user:password@]host[:port]` (also `tcp://`), or
+    /// `mqtts://` (also `ssl://`, `tls://`) for MQTT over TLS; the port
+    /// defaults to 1883, 8883 with TLS, and IPv6 hosts go in brackets.
+    /// Whether a client can speak TLS is the client's business: one that
+    /// cannot must refuse a URL with [`BrokerUrl::tls`] set.
     pub fn parse(url: &str) -> Result<BrokerUrl, BrokerUrlError> {
         let err = |reason| BrokerUrlError {
             url: url.to_owned(),
@@ -38,15 +46,11 @@ impl BrokerUrl {
         let (scheme, rest) = url
             .split_once("://")
             .ok_or_else(|| err("expected mqtt://host[:port]"))?;
-        match scheme {
-            "mqtt" | "tcp" => {}
-            "mqtts" | "ssl" | "tls" => {
-                return Err(err(
-                    "TLS is not built in; reach the broker through a plain-MQTT listener or a local tunnel",
-                ));
-            }
-            _ => return Err(err("the scheme must be mqtt://")),
-        }
+        let tls = match scheme {
+            "mqtt" | "tcp" => false,
+            "mqtts" | "ssl" | "tls" => true,
+            _ => return Err(err("the scheme must be mqtt:// or mqtts://")),
+        };
         let rest = rest.strip_suffix('/').unwrap_or(rest);
         if rest.contains(['/', '?', '#']) {
             return Err(err("a path or query is not allowed"));
@@ -85,6 +89,7 @@ impl BrokerUrl {
             return Err(err("empty host"));
         }
         let port = match port {
+            None if tls => DEFAULT_MQTTS_PORT,
             None => DEFAULT_MQTT_PORT,
             Some(p) => p
                 .parse::<u16>()
@@ -96,6 +101,7 @@ impl BrokerUrl {
             host: host.to_owned(),
             port,
             credentials,
+            tls,
         })
     }
 }
@@ -109,6 +115,7 @@ mod tests {
             host: host.to_owned(),
             port,
             credentials: None,
+            tls: false,
         }
     }
 
@@ -137,7 +144,7 @@ mod tests {
     fn refuses() {
         let bad = [
             ("127.0.0.1:1883", "expected mqtt://host[:port]"),
-            ("http://host", "the scheme must be mqtt://"),
+            ("http://host", "the scheme must be mqtt:// or mqtts://"),
             ("mqtt://", "empty host"),
             ("mqtt://:1883", "empty host"),
             ("mqtt://host:0", "the port must be a number from 1 to 65535"),
@@ -154,11 +161,26 @@ mod tests {
         for (url, reason) in bad {
             assert_eq!(BrokerUrl::parse(url).unwrap_err().reason, reason, "{url}");
         }
-        assert!(
-            BrokerUrl::parse("mqtts://host:8883")
-                .unwrap_err()
-                .reason
-                .starts_with("TLS is not built in")
+    }
+
+    #[test]
+    fn tls_schemes() {
+        let tls = |host: &str, port| BrokerUrl {
+            tls: true,
+            ..broker(host, port)
+        };
+        assert_eq!(BrokerUrl::parse("mqtts://host").unwrap(), tls("host", 8883));
+        assert_eq!(
+            BrokerUrl::parse("ssl://host:9883").unwrap(),
+            tls("host", 9883)
+        );
+        assert_eq!(BrokerUrl::parse("tls://[::1]").unwrap(), tls("::1", 8883));
+        assert_eq!(
+            BrokerUrl::parse("mqtts://a:b@host:8884").unwrap(),
+            BrokerUrl {
+                credentials: Some(("a".to_owned(), "b".to_owned())),
+                ..tls("host", 8884)
+            }
         );
     }
 }

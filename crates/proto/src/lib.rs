@@ -98,8 +98,8 @@
 //! Version 2 is [`CompactTelemetry`] alone, on the telemetry topic: a report
 //! as its difference from the report before it (`seq - 1` of the same boot),
 //! about 150 bytes where the full v1 report of a mesh router is 1.9 KB. Its
-//! layout is in the [`compact`] module. Agents write it only when asked
-//! (the controller must read it first), and always write the full v1 report
+//! layout is in the [`compact`] module. Agents write it by default (a
+//! controller must read it: see Compatibility), and always write the full v1 report
 //! for the first report of a connection, at least every
 //! [`CompactPolicy::full_every`] reports, and when more than numbers and
 //! list members changed. Readers decode v1 and v2 telemetry with a
@@ -160,6 +160,15 @@
 //! Additions within v1 so far: `Telemetry::backfill` (key 14); for issue 3,
 //! `Hello::board` and `Hello::firmware` (keys 9-10) and the telemetry keys
 //! 15-20.
+//!
+//! Compact telemetry and controller versions: the agent sends v2 compact
+//! telemetry by default (`--compact`, default on since this version), which
+//! only a controller of this version or later reads; an older controller
+//! refuses every compact report as `unknown_version` and keeps only the full
+//! ones (one in 120). Upgrade the controller first, or run the agents with
+//! `--compact=false` until it is. The controller keeps each node's last
+//! full report in its database (table `telemetry_base`), so a restart of
+//! the controller does not refuse the compact reports that follow.
 
 mod broker;
 mod codec;
@@ -170,7 +179,7 @@ mod message;
 pub mod sign;
 mod topic;
 
-pub use broker::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT};
+pub use broker::{BrokerUrl, BrokerUrlError, DEFAULT_MQTT_PORT, DEFAULT_MQTTS_PORT};
 pub use codec::{
     DecodeError, Encoding, Message, Report, decode, encode, encode_cbor, encode_json, sniff,
 };

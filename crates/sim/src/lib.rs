@@ -209,6 +209,12 @@ pub fn parse_mqtt_url(url: &str) -> Result<(String, u16), SimError> {
             reason: "the simulator does not log in: leave out user and password",
         });
     }
+    if b.tls {
+        return Err(SimError::MqttUrl {
+            url: url.to_owned(),
+            reason: "the simulator speaks plain MQTT only: use mqtt://",
+        });
+    }
     Ok((b.host, b.port))
 }
 
@@ -250,6 +256,37 @@ pub async fn run(
     cfg: SimConfig,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> Result<SimReport, SimError> {
+    run_with(cfg, RunOptions::default(), shutdown).await
+}
+
+/// How [`run_with`] runs the fleet beyond its [`SimConfig`].
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct RunOptions {
+    /// Every router signs everything it publishes (hello, states, last will,
+    /// telemetry) with its [`node_key`], in a [`meshtable_proto::sign`]
+    /// envelope; the controller must know the public keys.
+    pub sign: bool,
+}
+
+/// The ed25519 key of simulated router `node` of `network`, derived from the
+/// fleet seed: the same seed gives the same keys, so a controller can register
+/// the public keys before the fleet starts. For simulations only: anyone who
+/// knows the seed knows the keys.
+pub fn node_key(seed: u64, network: &str, node: &str) -> meshtable_proto::sign::SigningKey {
+    let mut rng = Rng::derive(seed, node, &format!("ed25519-{network}"));
+    let mut bytes = [0u8; 32];
+    for chunk in bytes.chunks_exact_mut(8) {
+        chunk.copy_from_slice(&rng.next_u64().to_le_bytes());
+    }
+    meshtable_proto::sign::SigningKey::from_bytes(&bytes)
+}
+
+/// [`run`], with [`RunOptions`].
+pub async fn run_with(
+    cfg: SimConfig,
+    options: RunOptions,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> Result<SimReport, SimError> {
     check(&cfg)?;
     // One MQTT connect first, so that a wrong address or a refusing broker
     // fails at once rather than as endless reconnects of every router.
@@ -262,7 +299,7 @@ pub async fn run(
 
     let profiles = profile::fleet(&cfg.snapshot, cfg.seed);
     let n = profiles.len();
-    let shared = Arc::new(Shared::new(&cfg));
+    let shared = Arc::new(Shared::new(&cfg, options.sign));
     let (stop_tx, stop_rx) = watch::channel(false);
 
     // Connections spread over up to MAX_STAGGER, in a seeded random order.
@@ -347,6 +384,20 @@ pub async fn run(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn node_keys_follow_the_seed_and_sign() {
+        let a = node_key(7, "net", "a");
+        assert_eq!(a.to_bytes(), node_key(7, "net", "a").to_bytes());
+        assert_ne!(a.to_bytes(), node_key(8, "net", "a").to_bytes());
+        assert_ne!(a.to_bytes(), node_key(7, "net", "b").to_bytes());
+        assert_ne!(a.to_bytes(), node_key(7, "other", "a").to_bytes());
+        let topic = "meshtable/v1/net/a/telemetry";
+        let sealed = meshtable_proto::sign::seal(&a, "a", topic, b"report");
+        let inner =
+            meshtable_proto::sign::open_verified(&a.verifying_key(), topic, &sealed).unwrap();
+        assert_eq!(inner, b"report");
+    }
 
     #[test]
     fn mqtt_urls() {

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicI64, AtomicU64, Ordering::Relaxed};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
+use meshtable_proto::sign::SigningKey;
 use meshtable_proto::{Kind, State, Status, Telemetry, Topic, VERSION, encode_cbor};
 use rumqttc::{AsyncClient, ConnectionError, Event, LastWill, MqttOptions, Outgoing, Packet, QoS};
 use tokio::sync::watch;
@@ -53,6 +54,8 @@ pub(crate) struct Shared {
     network: String,
     interval: Duration,
     churn: f64,
+    seed: u64,
+    sign: bool,
     connections: AtomicU64,
     connection_errors: AtomicU64,
     hellos: AtomicU64,
@@ -68,7 +71,7 @@ pub(crate) struct Shared {
 }
 
 impl Shared {
-    pub(crate) fn new(cfg: &SimConfig) -> Shared {
+    pub(crate) fn new(cfg: &SimConfig, sign: bool) -> Shared {
         Shared {
             host: cfg
                 .mqtt_host
@@ -79,6 +82,8 @@ impl Shared {
             network: cfg.network.clone(),
             interval: cfg.interval,
             churn: cfg.churn,
+            seed: cfg.seed,
+            sign,
             connections: AtomicU64::new(0),
             connection_errors: AtomicU64::new(0),
             hellos: AtomicU64::new(0),
@@ -267,6 +272,8 @@ pub(crate) struct SimNode {
     state_topic: String,
     telemetry_topic: String,
     queue: VecDeque<Telemetry>,
+    /// The router's key when the fleet signs its reports.
+    key: Option<SigningKey>,
     dropped: u64,
     rng: Rng,
     /// When the model was last advanced.
@@ -286,6 +293,9 @@ impl SimNode {
             .to_string()
         };
         let interval_ms = u32::try_from(shared.interval.as_millis()).unwrap_or(u32::MAX);
+        let key = shared
+            .sign
+            .then(|| crate::node_key(shared.seed, &shared.network, &profile.node_id));
         SimNode {
             hello: encode_cbor(&profile.hello(interval_ms)),
             hello_topic: topic(Kind::Hello),
@@ -294,6 +304,7 @@ impl SimNode {
             rng: Rng::derive(seed, &profile.node_id, "churn"),
             model: NodeModel::new(profile, seed),
             queue: VecDeque::new(),
+            key,
             dropped: 0,
             last: Instant::now(),
             next_tick: None,
@@ -305,6 +316,15 @@ impl SimNode {
         &self.model.profile().node_id
     }
 
+    /// `payload` as published on `topic`: in a signed envelope when the
+    /// fleet signs, else as it is.
+    fn sealed(&self, topic: &str, payload: Vec<u8>) -> Vec<u8> {
+        match &self.key {
+            Some(key) => meshtable_proto::sign::seal(key, self.node_id(), topic, &payload),
+            None => payload,
+        }
+    }
+
     fn options(&self) -> MqttOptions {
         let client_id = format!("meshtable-{}-{}", self.shared.network, self.node_id());
         let mut o = MqttOptions::new(client_id, rumqttc_host(&self.shared.host), self.shared.port);
@@ -313,11 +333,14 @@ impl SimNode {
             .set_inflight(INFLIGHT)
             .set_last_will(LastWill::new(
                 self.state_topic.clone(),
-                encode_cbor(&State {
-                    v: VERSION,
-                    status: Status::Offline,
-                    time_ms: None,
-                }),
+                self.sealed(
+                    &self.state_topic,
+                    encode_cbor(&State {
+                        v: VERSION,
+                        status: Status::Offline,
+                        time_ms: None,
+                    }),
+                ),
                 QoS::AtLeastOnce,
                 true,
             ));
@@ -413,12 +436,8 @@ impl SimNode {
             if in_client >= MAX_TELEMETRY_IN_CLIENT {
                 break;
             }
-            if !conn.publish(
-                Sent::Telemetry,
-                &self.telemetry_topic,
-                encode_cbor(report),
-                false,
-            ) {
+            let payload = self.sealed(&self.telemetry_topic, encode_cbor(report));
+            if !conn.publish(Sent::Telemetry, &self.telemetry_topic, payload, false) {
                 break;
             }
             self.queue.pop_front();
@@ -449,11 +468,14 @@ impl SimNode {
         if !conn.connected {
             return Some(end);
         }
-        let offline = encode_cbor(&State {
-            v: VERSION,
-            status: Status::Offline,
-            time_ms: Some(wall_ms()),
-        });
+        let offline = self.sealed(
+            &self.state_topic,
+            encode_cbor(&State {
+                v: VERSION,
+                status: Status::Offline,
+                time_ms: Some(wall_ms()),
+            }),
+        );
         if !conn.publish(Sent::Offline, &self.state_topic, offline, true) {
             return Some(end);
         }
@@ -533,14 +555,18 @@ impl SimNode {
                 conn.set_connected(true);
                 conn.failures = 0;
                 self.shared.connections.fetch_add(1, Relaxed);
-                let online = encode_cbor(&State {
-                    v: VERSION,
-                    status: Status::Online,
-                    time_ms: Some(wall_ms()),
-                });
+                let online = self.sealed(
+                    &self.state_topic,
+                    encode_cbor(&State {
+                        v: VERSION,
+                        status: Status::Online,
+                        time_ms: Some(wall_ms()),
+                    }),
+                );
                 let hello_topic = self.hello_topic.clone();
                 let state_topic = self.state_topic.clone();
-                conn.publish(Sent::Hello, &hello_topic, self.hello.clone(), true);
+                let hello = self.sealed(&hello_topic, self.hello.clone());
+                conn.publish(Sent::Hello, &hello_topic, hello, true);
                 conn.publish(Sent::Online, &state_topic, online, true);
                 if self.model.profile().online {
                     if self.next_tick.is_none() {

@@ -695,10 +695,7 @@ impl Store {
             for (column, value) in node_updates(r) {
                 update = update.col_expr(column, Expr::val(value));
             }
-            update
-                .filter(node::Column::Id.eq(r.id))
-                .exec(txn)
-                .await?;
+            update.filter(node::Column::Id.eq(r.id)).exec(txn).await?;
         }
         Ok(())
     }

@@ -17,6 +17,7 @@
 //! | `node` | `id` (serial); unique `(network, node)` | the latest hello (`hello` as proto JSON, `hostname`, `model`, `interval_ms`), `status` (`online`/`offline`), `status_since_ms`, `first_seen_ms`, `last_seen_ms` |
 //! | `sample` | `id` (serial); unique `(node_id, boot_id, seq)`; index `(node_id, t_ms)` | one telemetry report: `t_ms` (series time), `time_ms` (router clock), `received_ms`, `clock_ok`, `uptime_ms`, loads, CPU ticks, memory, rootfs, `dropped`, and the derived `cpu_busy_ratio` |
 //! | `interface_sample` | `(sample_id, name)` | the 8 counters of one interface in one sample, and the derived `rx_bps`, `tx_bps` |
+//! | `telemetry_base` | `(network, node)` | the node's last full telemetry report (`report`, CBOR; `boot_id`, `seq`, `updated_ms`), the base of the compact report after it when the controller restarts (see `meshtable::reassemble`) |
 //!
 //! A node and its network are created by the first message of any kind.
 //! Telemetry is deduplicated by the unique `(node_id, boot_id, seq)` index and
@@ -42,11 +43,14 @@
 //! [`rollup`], retention in [`retention`].
 
 pub mod accounts;
+pub mod alerts;
 pub mod aggregate;
 pub mod audit;
+mod base;
 mod batch;
 pub mod clock;
 mod derive;
+pub mod fleet;
 mod entity;
 mod error;
 pub mod liveness;
@@ -60,6 +64,7 @@ pub mod time;
 pub mod topology;
 mod types;
 mod probe;
+mod preregister;
 mod unnest;
 mod write;
 
@@ -71,6 +76,7 @@ use meshtable_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
 use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr};
 
+pub use base::{InterfaceRow, TelemetryBase};
 pub use batch::{Content, Incoming, Outcome};
 pub use clock::ClockStatus;
 pub use retention::RetentionReport;

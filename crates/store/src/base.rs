@@ -1,0 +1,210 @@
+//! The last full telemetry report of every node (table `telemetry_base`),
+//! for the controller's reassembly of compact (v2) reports after a restart.
+//!
+//! The controller writes a node's base after the batch holding the report
+//! committed and before it acknowledges the batch, so the stored base is
+//! always a committed report, and every report after it is either stored
+//! with it or still unacknowledged (the broker delivers it again).
+
+use meshtable_proto::{Telemetry, encode_cbor};
+use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+
+use crate::{Store, StoreError};
+
+/// One interface of one stored sample, as [`Store::interface_rows`] reads it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct InterfaceRow {
+    /// The sample's boot id.
+    pub boot_id: String,
+    /// The sample's seq.
+    pub seq: i64,
+    /// The sample's uptime, ms.
+    pub uptime_ms: i64,
+    /// The interface.
+    pub name: String,
+    /// Received bytes (cumulative).
+    pub rx_bytes: i64,
+    /// Sent bytes (cumulative).
+    pub tx_bytes: i64,
+    /// Received packets (cumulative).
+    pub rx_packets: i64,
+    /// Derived receive rate, bits per second.
+    pub rx_bps: Option<f64>,
+    /// Derived send rate, bits per second.
+    pub tx_bps: Option<f64>,
+}
+
+/// A node's stored base: the CBOR of its last full report and its key.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TelemetryBase {
+    /// The report's boot id.
+    pub boot_id: String,
+    /// The report's sequence number.
+    pub seq: u64,
+    /// The full v1 report, CBOR.
+    pub report: Vec<u8>,
+}
+
+fn placeholder(backend: DbBackend, n: usize) -> String {
+    match backend {
+        DbBackend::Postgres => format!("${n}"),
+        _ => "?".to_owned(),
+    }
+}
+
+impl Store {
+    /// Remembers each node's last full report, one `(network, node, report)`
+    /// per entry (for a node named twice, the later entry wins unless it is
+    /// of the same boot with a smaller seq). A stored
+    /// base is replaced by one of another boot or a larger seq only, so a
+    /// redelivered older report never sets it back.
+    pub async fn save_telemetry_bases(
+        &self,
+        bases: &[(&str, &str, &Telemetry)],
+        now_ms: i64,
+    ) -> Result<(), StoreError> {
+        // One row per node: PostgreSQL refuses an upsert touching a row twice.
+        let mut rows: Vec<(&str, &str, &Telemetry)> = Vec::new();
+        for &(network, node, t) in bases {
+            match rows.iter_mut().find(|r| r.0 == network && r.1 == node) {
+                Some(r) if r.2.boot_id != t.boot_id || r.2.seq < t.seq => r.2 = t,
+                Some(_) => {}
+                None => rows.push((network, node, t)),
+            }
+        }
+        let backend = self.db.get_database_backend();
+        // 6 values a row; stay far below SQLite's parameter limit.
+        for chunk in rows.chunks(1000) {
+            let mut values = Vec::with_capacity(chunk.len() * 6);
+            let mut tuples = Vec::with_capacity(chunk.len());
+            for (network, node, t) in chunk {
+                let base = values.len();
+                tuples.push(format!(
+                    "({})",
+                    (1..=6)
+                        .map(|i| placeholder(backend, base + i))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+                values.push(Value::from((*network).to_owned()));
+                values.push(Value::from((*node).to_owned()));
+                values.push(Value::from(t.boot_id.clone()));
+                values.push(Value::from(i64::try_from(t.seq).unwrap_or(i64::MAX)));
+                values.push(Value::from(encode_cbor(*t)));
+                values.push(Value::from(now_ms));
+            }
+            let sql = format!(
+                "INSERT INTO telemetry_base (network, node, boot_id, seq, report, updated_ms) \
+                 VALUES {} ON CONFLICT (network, node) DO UPDATE SET \
+                 boot_id = excluded.boot_id, seq = excluded.seq, report = excluded.report, \
+                 updated_ms = excluded.updated_ms \
+                 WHERE telemetry_base.boot_id <> excluded.boot_id \
+                 OR telemetry_base.seq < excluded.seq",
+                tuples.join(", ")
+            );
+            self.db
+                .execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await?;
+        }
+        Ok(())
+    }
+
+    /// The stored base of a node, if any.
+    pub async fn telemetry_base(
+        &self,
+        network: &str,
+        node: &str,
+    ) -> Result<Option<TelemetryBase>, StoreError> {
+        let backend = self.db.get_database_backend();
+        let row = self
+            .db
+            .query_one_raw(Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "SELECT boot_id, seq, report FROM telemetry_base \
+                     WHERE network = {} AND node = {}",
+                    placeholder(backend, 1),
+                    placeholder(backend, 2)
+                ),
+                [
+                    Value::from(network.to_owned()),
+                    Value::from(node.to_owned()),
+                ],
+            ))
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let seq: i64 = row.try_get("", "seq")?;
+        Ok(Some(TelemetryBase {
+            boot_id: row.try_get("", "boot_id")?,
+            seq: u64::try_from(seq).unwrap_or(0),
+            report: row.try_get("", "report")?,
+        }))
+    }
+
+    /// Forgets a node's base (when the node is removed).
+    pub async fn forget_telemetry_base(&self, network: &str, node: &str) -> Result<(), StoreError> {
+        let backend = self.db.get_database_backend();
+        self.db
+            .execute_raw(Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "DELETE FROM telemetry_base WHERE network = {} AND node = {}",
+                    placeholder(backend, 1),
+                    placeholder(backend, 2)
+                ),
+                [
+                    Value::from(network.to_owned()),
+                    Value::from(node.to_owned()),
+                ],
+            ))
+            .await?;
+        Ok(())
+    }
+
+    /// Every stored interface row of a node, by boot, seq and name: for
+    /// tests and benchmarks that check what ingest stored.
+    pub async fn interface_rows(
+        &self,
+        network: &str,
+        node: &str,
+    ) -> Result<Vec<InterfaceRow>, StoreError> {
+        let backend = self.db.get_database_backend();
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                format!(
+                    "SELECT s.boot_id AS boot_id, s.seq AS seq, s.uptime_ms AS uptime_ms, \
+                     i.name AS name, i.rx_bytes AS rx_bytes, i.tx_bytes AS tx_bytes, \
+                     i.rx_packets AS rx_packets, i.rx_bps AS rx_bps, i.tx_bps AS tx_bps \
+                     FROM interface_sample i JOIN sample s ON s.id = i.sample_id \
+                     JOIN node n ON n.id = s.node_id \
+                     WHERE n.network = {} AND n.node = {} ORDER BY s.boot_id, s.seq, i.name",
+                    placeholder(backend, 1),
+                    placeholder(backend, 2)
+                ),
+                [
+                    Value::from(network.to_owned()),
+                    Value::from(node.to_owned()),
+                ],
+            ))
+            .await?;
+        rows.iter()
+            .map(|r| {
+                Ok(InterfaceRow {
+                    boot_id: r.try_get("", "boot_id")?,
+                    seq: r.try_get("", "seq")?,
+                    uptime_ms: r.try_get("", "uptime_ms")?,
+                    name: r.try_get("", "name")?,
+                    rx_bytes: r.try_get("", "rx_bytes")?,
+                    tx_bytes: r.try_get("", "tx_bytes")?,
+                    rx_packets: r.try_get("", "rx_packets")?,
+                    rx_bps: r.try_get("", "rx_bps")?,
+                    tx_bps: r.try_get("", "tx_bps")?,
+                })
+            })
+            .collect()
+    }
+}

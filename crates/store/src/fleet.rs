@@ -1,0 +1,131 @@
+//! The fleet at one instant, one row per node, for `/metrics`: status,
+//! flapping, site, the latest sample's load, rates and dropped counter, and
+//! the latest client count; plus link states and the sites of each network.
+
+use sea_orm::{ConnectionTrait, Statement};
+
+use crate::{NodeStatus, Store, StoreError};
+
+/// One node as `/metrics` sees it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct FleetNode {
+    /// The network id.
+    pub network: String,
+    /// The node id.
+    pub node: String,
+    /// The node's site, if assigned.
+    pub site: Option<String>,
+    /// Online or offline.
+    pub status: NodeStatus,
+    /// Whether the node is flapping now.
+    pub flapping: bool,
+    /// 1-minute load of the latest sample.
+    pub load1: Option<f64>,
+    /// Bits/s received over all interfaces but `lo` in the latest sample
+    /// (`None` before a sample with rates).
+    pub rx_bps: Option<f64>,
+    /// Bits/s sent over all interfaces but `lo` in the latest sample.
+    pub tx_bps: Option<f64>,
+    /// Clients of the latest report that counted them.
+    pub clients: Option<u64>,
+    /// The agent's dropped-reports counter in the latest sample.
+    pub dropped: u64,
+}
+
+/// Mesh links as reported by the nodes of one network (a link seen from
+/// both ends counts once per end), by the reporter's site.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct FleetLinks {
+    /// The network id.
+    pub network: String,
+    /// The reporting node's site, if assigned.
+    pub site: Option<String>,
+    /// Links up.
+    pub up: u64,
+    /// Links down.
+    pub down: u64,
+}
+
+const NODES_SQL: &str = "SELECT n.network, n.node, n.site_id, n.status, \
+  n.flapping_since_ms, s.load1, s.dropped, \
+  (SELECT SUM(i.rx_bps) FROM interface_sample i WHERE i.sample_id = s.id AND i.name <> 'lo') AS rx, \
+  (SELECT SUM(i.tx_bps) FROM interface_sample i WHERE i.sample_id = s.id AND i.name <> 'lo') AS tx, \
+  (SELECT c.total FROM client_count c WHERE c.node_id = n.id ORDER BY c.t_ms DESC, c.seq DESC LIMIT 1) AS clients \
+FROM node n LEFT JOIN sample s ON s.id = \
+  (SELECT s2.id FROM sample s2 WHERE s2.node_id = n.id ORDER BY s2.t_ms DESC, s2.id DESC LIMIT 1) \
+ORDER BY n.network, n.node";
+
+const LINKS_SQL: &str = "SELECT n.network, n.site_id, \
+  SUM(CASE WHEN l.up THEN 1 ELSE 0 END) AS up, SUM(CASE WHEN l.up THEN 0 ELSE 1 END) AS down \
+FROM link l JOIN node n ON n.id = l.node_id GROUP BY n.network, n.site_id ORDER BY n.network, n.site_id";
+
+const SITES_SQL: &str = "SELECT network, site FROM site ORDER BY network, site";
+
+fn unsat(v: i64) -> u64 {
+    u64::try_from(v).unwrap_or(0)
+}
+
+impl Store {
+    /// Every node with its latest figures, by network then node id. Three
+    /// subqueries per node, each on an index.
+    pub async fn fleet_nodes(&self) -> Result<Vec<FleetNode>, StoreError> {
+        let backend = self.db.get_database_backend();
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(backend, NODES_SQL))
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let status: String = row.try_get("", "status")?;
+            let flapping: Option<i64> = row.try_get("", "flapping_since_ms")?;
+            let dropped: Option<i64> = row.try_get("", "dropped")?;
+            let clients: Option<i32> = row.try_get("", "clients")?;
+            out.push(FleetNode {
+                network: row.try_get("", "network")?,
+                node: row.try_get("", "node")?,
+                site: row.try_get("", "site_id")?,
+                status: NodeStatus::from_db(&status),
+                flapping: flapping.is_some(),
+                load1: row.try_get("", "load1")?,
+                rx_bps: row.try_get("", "rx")?,
+                tx_bps: row.try_get("", "tx")?,
+                clients: clients.map(|c| u64::try_from(c).unwrap_or(0)),
+                dropped: unsat(dropped.unwrap_or(0)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// Link counts by network and reporter's site.
+    pub async fn fleet_links(&self) -> Result<Vec<FleetLinks>, StoreError> {
+        let backend = self.db.get_database_backend();
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(backend, LINKS_SQL))
+            .await?;
+        let mut out = Vec::with_capacity(rows.len());
+        for row in rows {
+            let up: Option<i64> = row.try_get("", "up")?;
+            let down: Option<i64> = row.try_get("", "down")?;
+            out.push(FleetLinks {
+                network: row.try_get("", "network")?,
+                site: row.try_get("", "site_id")?,
+                up: unsat(up.unwrap_or(0)),
+                down: unsat(down.unwrap_or(0)),
+            });
+        }
+        Ok(out)
+    }
+
+    /// `(network, site)` for every site, by network then site.
+    pub async fn fleet_sites(&self) -> Result<Vec<(String, String)>, StoreError> {
+        let backend = self.db.get_database_backend();
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_string(backend, SITES_SQL))
+            .await?;
+        rows.into_iter()
+            .map(|row| Ok((row.try_get("", "network")?, row.try_get("", "site")?)))
+            .collect()
+    }
+}
