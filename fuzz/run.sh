@@ -47,6 +47,11 @@ targets=("$@")
 
 cd "$here"
 mkdir -p logs
+# Build once; then run the binaries directly, so that edits elsewhere in the
+# tree during the run do not rebuild between targets.
+"${fuzz[@]}" build --sanitizer none >logs/build.log 2>&1 || { tail -n 40 logs/build.log >&2; exit 2; }
+bin="$(find target -path '*/release/report_decode' -type f | head -n 1)"
+bin="$(dirname "${bin:?no fuzz binaries under fuzz/target}")"
 crashed=0
 summary=()
 for t in "${targets[@]}"; do
@@ -61,9 +66,9 @@ for t in "${targets[@]}"; do
   status=0
   par=()
   [ "$jobs" -le 1 ] || par=(-jobs="$jobs" -workers="$jobs")
-  "${fuzz[@]}" run --sanitizer none "$t" "$corpus" -- \
-    -max_total_time="$seconds" -max_len="$max_len" "${par[@]}" \
-    -print_final_stats=1 >"$log" 2>&1 || status=$?
+  mkdir -p "artifacts/$t"
+  "$bin/$t" -artifact_prefix="artifacts/$t/" -max_total_time="$seconds" \
+    -max_len="$max_len" "${par[@]}" -print_final_stats=1 "$corpus" >"$log" 2>&1 || status=$?
   if [ "$status" -ne 0 ]; then
     crashed=1
     echo "!! $t failed (exit $status), see fuzz/$log and fuzz/artifacts/$t/" >&2
@@ -74,13 +79,22 @@ for t in "${targets[@]}"; do
   execs="$(grep -E 'stat::number_of_executed_units' "$log" | awk '{s+=$2} END {print s+0}')"
 
   # Minimise, then keep the smallest inputs within the caps.
-  "${fuzz[@]}" cmin --sanitizer none "$t" "$corpus" -- -max_len="$max_len" >"logs/$t.cmin.log" 2>&1
+  # (what `cargo fuzz cmin` does: a libFuzzer merge into an empty corpus)
+  rm -rf "corpus/$t.min" && mkdir -p "corpus/$t.min"
+  "$bin/$t" -merge=1 -max_len="$max_len" "corpus/$t.min" "$corpus" >"logs/$t.cmin.log" 2>&1
+  rm -rf "$corpus" && mv "corpus/$t.min" "$corpus"
   find "$dir" -maxdepth 1 -type f ! -name expected.txt ! -name 'crash-*' ! -name 'oom-*' \
     ! -name 'timeout-*' -delete
-  total=0 n=0
+  # Every k-th input by size, so that large valid reports are kept as well
+  # as small broken ones, within the caps.
+  all="$(find "$corpus" -maxdepth 1 -type f | wc -l)"
+  step=$(( (all + max_files - 1) / max_files )); [ "$step" -ge 1 ] || step=1
+  total=0 n=0 i=0
   while read -r size file; do
+    i=$((i + 1))
+    [ $(( (i - 1) % step )) -eq 0 ] || continue
     [ "$n" -lt "$max_files" ] || break
-    [ $((total + size)) -le "$max_bytes" ] || break
+    [ $((total + size)) -le "$max_bytes" ] || continue
     cp "$file" "$dir/$(basename "$file")"
     total=$((total + size)) n=$((n + 1))
   done < <(find "$corpus" -maxdepth 1 -type f -printf '%s %p\n' | sort -n)

@@ -900,6 +900,58 @@ async fn delivery_on(url: &str, smtp: &Smtp) -> Result<()> {
         "{}",
         mails[before + 1]
     );
+
+    // A webhook that is not there: the digest stays undelivered, the
+    // failure is counted, and it goes out once the webhook is back.
+    let dead = std::net::TcpListener::bind("127.0.0.1:0")?.local_addr()?;
+    let (st, v) = h
+        .send(
+            reqwest::Method::PUT,
+            &path,
+            Some(json!({"webhook_url": format!("http://{dead}/hook"), "digest_seconds": 0})),
+        )
+        .await?;
+    ensure!(st == 200, "{v}");
+    report(&s, "b", "b1", 2, t1 + 20 * MIN, t1 + 20 * MIN, 500).await?;
+    let metrics = meshtable::metrics::Metrics::new()?;
+    let failures = |m: &meshtable::metrics::Metrics| -> Result<String> {
+        Ok(m.render(None)?
+            .lines()
+            .filter(|l| l.starts_with("meshtable_alerts_delivery_failures_total"))
+            .collect::<Vec<_>>()
+            .join(" "))
+    };
+    engine::tick(&s, &metrics, &http, t1 + 20 * MIN).await?;
+    let text = failures(&metrics)?;
+    ensure!(
+        text.contains(r#"channel="webhook"} 1"#) && text.contains(r#"channel="email"} 0"#),
+        "{text}"
+    );
+    let kept = s.pending_notices(NET).await?;
+    ensure!(
+        kept.iter()
+            .any(|n| n.alert.subject == "b" && n.event.as_str() == "resolved"),
+        "b resolved, kept: {kept:?}"
+    );
+    let (st, v) = h
+        .send(
+            reqwest::Method::PUT,
+            &path,
+            Some(json!({"webhook_url": format!("http://{hook}/hook"), "digest_seconds": 0})),
+        )
+        .await?;
+    ensure!(st == 200, "{v}");
+    engine::tick(&s, &metrics, &http, t1 + 21 * MIN).await?;
+    ensure!(
+        s.pending_notices(NET).await?.is_empty(),
+        "delivered on retry"
+    );
+    let last = got.lock().unwrap().last().cloned().unwrap_or_default();
+    ensure!(
+        summary(&last).len() == kept.len()
+            && summary(&last).contains(&s3("resolved", rules::NODE_OFFLINE, "b")),
+        "{last}"
+    );
     h.controller.shutdown().await;
     Ok(())
 }

@@ -43,18 +43,20 @@
 //! [`rollup`], retention in [`retention`].
 
 pub mod accounts;
-pub mod alerts;
 pub mod aggregate;
+pub mod alerts;
 pub mod audit;
 mod base;
 mod batch;
 pub mod clock;
 mod derive;
-pub mod fleet;
 mod entity;
 mod error;
+pub mod fleet;
 pub mod liveness;
 mod metric;
+mod preregister;
+mod probe;
 mod read;
 pub mod registry;
 pub mod retention;
@@ -63,8 +65,6 @@ pub mod sites;
 pub mod time;
 pub mod topology;
 mod types;
-mod probe;
-mod preregister;
 mod unnest;
 mod write;
 
@@ -79,11 +79,11 @@ use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr};
 pub use base::{InterfaceRow, TelemetryBase};
 pub use batch::{Content, Incoming, Outcome};
 pub use clock::ClockStatus;
+pub use error::StoreError;
+pub use metric::Metric;
+pub use probe::ReportKey;
 pub use retention::RetentionReport;
 pub use rollup::{HistoryPolicy, ReconcileReport, Resolution, Series, SeriesPoint};
-pub use error::StoreError;
-pub use probe::ReportKey;
-pub use metric::Metric;
 pub use types::{
     Backend, InterfaceSample, NetworkSummary, NodeDetail, NodeStatus, NodeSummary, Point, Recorded,
     Sample,
