@@ -127,6 +127,24 @@ pub enum ConfigError {
     /// The location is not a valid WGS 84 position.
     #[error("invalid location: latitude must be within -90..90 and longitude within -180..180")]
     Location,
+    /// `mqtts://` in a build without the `tls` feature.
+    #[error(
+        "invalid --mqtt-url: mqtts:// needs TLS, and this agent was built without TLS; \
+         rebuild with --features tls, or use a plain mqtt:// listener"
+    )]
+    TlsNotBuilt,
+    /// `mqtts://` without `--ca-file`.
+    #[error(
+        "--mqtt-url is mqtts:// and needs --ca-file (ca_file in the config file): \
+         the PEM file of the CA that signed the broker's certificate"
+    )]
+    NoCaFile,
+    /// TLS files given for a plain `mqtt://` broker.
+    #[error("{0} is set but --mqtt-url is not mqtts://: the TLS files are for mqtts:// only")]
+    TlsFilesWithoutTls(&'static str),
+    /// Only one of the client certificate and its key.
+    #[error("--client-cert-file and --client-key-file go together: give both or neither")]
+    ClientCertPair,
 }
 
 /// Command-line flags. Every flag but `--config` and `--once` can also be
@@ -198,6 +216,15 @@ pub struct Cli {
     /// Directory of this router's identity (key, broker login, salt), written by `enroll`; when it holds one, its network, node id and login are used and every report is signed [default: /etc/meshtable]
     #[arg(long, value_name = "DIR")]
     pub identity_dir: Option<PathBuf>,
+    /// PEM file of the CA(s) the broker's certificate must chain to; needed for mqtts:// (an agent built with --features tls)
+    #[arg(long, value_name = "FILE")]
+    pub ca_file: Option<PathBuf>,
+    /// PEM client certificate (chain) presented to an mqtts:// broker that requires one; with --client-key-file
+    #[arg(long, value_name = "FILE")]
+    pub client_cert_file: Option<PathBuf>,
+    /// PEM private key of --client-cert-file
+    #[arg(long, value_name = "FILE")]
+    pub client_key_file: Option<PathBuf>,
     /// A subcommand instead of running: `enroll`.
     #[command(subcommand)]
     pub command: Option<AgentCommand>,
@@ -217,9 +244,12 @@ pub enum AgentCommand {
             hide_env_values = true
         )]
         token: String,
-        /// The controller's URL, http://host[:port]
+        /// The controller's URL, http://host[:port], or https://host[:port] (an agent built with --features tls)
         #[arg(long, value_name = "URL")]
         controller: String,
+        /// For an https:// controller: PEM file of the CA its certificate must chain to [default: the config's ca_file]
+        #[arg(long, value_name = "FILE")]
+        ca_file: Option<PathBuf>,
         /// The hostname to register [default: this machine's]
         #[arg(long, value_name = "NAME")]
         hostname: Option<String>,
@@ -267,6 +297,12 @@ pub struct FileConfig {
     pub odhcpd_leases: Option<PathBuf>,
     /// See [`Cli::identity_dir`].
     pub identity_dir: Option<PathBuf>,
+    /// See [`Cli::ca_file`].
+    pub ca_file: Option<PathBuf>,
+    /// See [`Cli::client_cert_file`].
+    pub client_cert_file: Option<PathBuf>,
+    /// See [`Cli::client_key_file`].
+    pub client_key_file: Option<PathBuf>,
     /// Where the router stands; announced in the hello.
     pub location: Option<Location>,
 }
@@ -274,11 +310,63 @@ pub struct FileConfig {
 /// Where the broker is.
 pub type Broker = BrokerUrl;
 
+/// The PEM files of MQTT over TLS (see `crate::tls`, in the build with the
+/// `tls` feature); only their paths here: they are read when the agent
+/// starts.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct TlsFiles {
+    /// The CA certificate(s) the broker's certificate must chain to.
+    pub ca_file: PathBuf,
+    /// The client certificate and key, for a broker that requires one.
+    pub client: Option<ClientCertFiles>,
+}
+
+/// A client certificate (chain) and its private key, as PEM files.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ClientCertFiles {
+    /// The certificate chain, leaf first.
+    pub cert_file: PathBuf,
+    /// Its private key (PKCS#8, PKCS#1 or SEC1).
+    pub key_file: PathBuf,
+}
+
+/// Whether this build speaks MQTT over TLS (the `tls` feature).
+pub const TLS_BUILT: bool = cfg!(feature = "tls");
+
+/// The TLS files for `broker`: required (a CA file at least) for
+/// `mqtts://`, refused for `mqtt://`.
+fn tls_files(
+    broker: &Broker,
+    ca_file: Option<PathBuf>,
+    client_cert_file: Option<PathBuf>,
+    client_key_file: Option<PathBuf>,
+) -> Result<Option<TlsFiles>, ConfigError> {
+    let client = match (client_cert_file, client_key_file) {
+        (Some(cert_file), Some(key_file)) => Some(ClientCertFiles {
+            cert_file,
+            key_file,
+        }),
+        (None, None) => None,
+        _ => return Err(ConfigError::ClientCertPair),
+    };
+    if !broker.tls {
+        return match (&ca_file, &client) {
+            (None, None) => Ok(None),
+            (Some(_), _) => Err(ConfigError::TlsFilesWithoutTls("--ca-file")),
+            (None, Some(_)) => Err(ConfigError::TlsFilesWithoutTls("--client-cert-file")),
+        };
+    }
+    let ca_file = ca_file.ok_or(ConfigError::NoCaFile)?;
+    Ok(Some(TlsFiles { ca_file, client }))
+}
+
 /// The validated configuration.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Config {
     /// The broker.
     pub broker: Broker,
+    /// The TLS files, exactly when the broker is `mqtts://`.
+    pub tls: Option<TlsFiles>,
     /// Network id (valid).
     pub network: String,
     /// Node id (valid), or `None` to derive it from the primary MAC.
@@ -335,17 +423,16 @@ fn mesh_sources(
     }
 }
 
-/// Parses `mqtt://[user:password@]host[:port]` (see [`BrokerUrl::parse`]).
+/// Parses `mqtt://[user:password@]host[:port]`, or `mqtts://` in the
+/// build with the `tls` feature (see [`BrokerUrl::parse`]); a build
+/// without it refuses `mqtts://` with [`ConfigError::TlsNotBuilt`].
 pub fn parse_mqtt_url(url: &str) -> Result<Broker, ConfigError> {
     let broker = BrokerUrl::parse(url).map_err(|e| ConfigError::MqttUrl {
         url: e.url,
         reason: e.reason.to_owned(),
     })?;
-    if broker.tls {
-        return Err(ConfigError::MqttUrl {
-            url: url.to_owned(),
-            reason: "TLS is not built in; reach the broker through a plain-MQTT listener or a local tunnel".to_owned(),
-        });
+    if broker.tls && !TLS_BUILT {
+        return Err(ConfigError::TlsNotBuilt);
     }
     Ok(broker)
 }
@@ -384,6 +471,12 @@ impl Config {
             .or(file.mqtt_url)
             .unwrap_or_else(|| DEFAULT_MQTT_URL.to_owned());
         let broker = parse_mqtt_url(&mqtt_url)?;
+        let tls = tls_files(
+            &broker,
+            cli.ca_file.or(file.ca_file),
+            cli.client_cert_file.or(file.client_cert_file),
+            cli.client_key_file.or(file.client_key_file),
+        )?;
         let network = cli
             .network
             .or(file.network)
@@ -452,6 +545,7 @@ impl Config {
         }
         Ok(Config {
             broker,
+            tls,
             network,
             node_id,
             interval,
@@ -503,12 +597,80 @@ mod tests {
     #[test]
     fn mqtt_url_errors_name_the_flag() {
         // The grammar itself is tested in meshtable-proto.
-        let e = parse_mqtt_url("mqtts://host:8883").unwrap_err().to_string();
-        assert!(
-            e.starts_with("invalid --mqtt-url \"mqtts://host:8883\": TLS"),
-            "{e}"
-        );
+        let e = parse_mqtt_url("mqtts://").unwrap_err().to_string();
+        assert!(e.starts_with("invalid --mqtt-url \"mqtts://\": "), "{e}");
         assert_eq!(parse_mqtt_url("mqtt://h:1").unwrap(), broker("h", 1));
+    }
+
+    /// Without the `tls` feature, mqtts:// is refused whatever else is
+    /// given, with an error that says how to get TLS; the URL (it may hold
+    /// a password) is not repeated.
+    #[cfg(not(feature = "tls"))]
+    #[test]
+    fn mqtts_needs_the_tls_build() {
+        for cli in [
+            Cli {
+                mqtt_url: Some("mqtts://u:secret@host:8883".into()),
+                ..Cli::default()
+            },
+            Cli {
+                mqtt_url: Some("mqtts://host".into()),
+                ca_file: Some("/etc/meshtable/ca.pem".into()),
+                ..Cli::default()
+            },
+        ] {
+            let e = Config::merge(cli, FileConfig::default())
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("this agent was built without TLS; rebuild with --features tls"),
+                "{e}"
+            );
+            assert!(!e.contains("secret"), "{e}");
+        }
+    }
+
+    /// With the `tls` feature, mqtts:// takes a CA file, and a client
+    /// certificate with its key (from flags or the file).
+    #[cfg(feature = "tls")]
+    #[test]
+    fn mqtts_takes_the_tls_files() {
+        let file = parse_file(
+            "mqtt_url = \"mqtts://broker.example\"\nca_file = \"/etc/meshtable/ca.pem\"\n\
+             client_cert_file = \"/etc/meshtable/node.crt\"\n\
+             client_key_file = \"/etc/meshtable/node-tls.key\"\n",
+        )
+        .unwrap();
+        let c = Config::merge(Cli::default(), file.clone()).unwrap();
+        assert!(c.broker.tls);
+        assert_eq!(
+            (c.broker.host.as_str(), c.broker.port),
+            ("broker.example", 8883)
+        );
+        assert_eq!(
+            c.tls,
+            Some(TlsFiles {
+                ca_file: "/etc/meshtable/ca.pem".into(),
+                client: Some(ClientCertFiles {
+                    cert_file: "/etc/meshtable/node.crt".into(),
+                    key_file: "/etc/meshtable/node-tls.key".into(),
+                }),
+            })
+        );
+        let cli =
+            Cli::try_parse_from(["meshtable-agent", "--ca-file", "/tmp/other-ca.pem"]).unwrap();
+        let c = Config::merge(cli, file).unwrap();
+        assert_eq!(c.tls.unwrap().ca_file, PathBuf::from("/tmp/other-ca.pem"));
+        let e = Config::merge(
+            Cli {
+                mqtt_url: Some("mqtts://host".into()),
+                ..Cli::default()
+            },
+            FileConfig::default(),
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(e.contains("needs --ca-file"), "{e}");
     }
 
     #[test]
@@ -568,7 +730,7 @@ mod tests {
 
     #[test]
     fn refusals() {
-        let cases: [(Cli, &str); 6] = [
+        let cases: [(Cli, &str); 7] = [
             (
                 Cli {
                     network: Some("Bad Net".into()),
@@ -606,10 +768,17 @@ mod tests {
             ),
             (
                 Cli {
-                    mqtt_url: Some("mqtts://x".into()),
+                    ca_file: Some("/etc/ca.pem".into()),
                     ..Cli::default()
                 },
-                "TLS is not built in",
+                "--ca-file is set but --mqtt-url is not mqtts://",
+            ),
+            (
+                Cli {
+                    client_key_file: Some("/etc/key.pem".into()),
+                    ..Cli::default()
+                },
+                "--client-cert-file and --client-key-file go together",
             ),
         ];
         for (cli, want) in cases {

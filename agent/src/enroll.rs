@@ -13,8 +13,10 @@
 //! then `POST {controller}/api/v1/enroll` with the one-time token, the
 //! public key and the hostname; the controller answers the node's network,
 //! id, salt and broker login. The HTTP client is a small HTTP/1.1 POST over
-//! a `TcpStream` (plain `http://`; no TLS stack is linked, see
-//! `tests/deps.rs`).
+//! a `TcpStream`: plain `http://`, or `https://` in the build with the `tls`
+//! feature, over rustls with the controller's certificate checked against
+//! `--ca-file` (PEM; the certificate must name the URL's host). The default
+//! build links no TLS stack (see `tests/deps.rs`) and refuses `https://`.
 
 use std::io::{Read, Write};
 use std::net::{TcpStream, ToSocketAddrs};
@@ -75,9 +77,26 @@ pub enum EnrollError {
         /// The identity file.
         path: PathBuf,
     },
-    /// The controller URL is not `http://host[:port][/path]`.
-    #[error("invalid --controller {0:?}: use http://host[:port]")]
+    /// The controller URL is not `http://host[:port][/path]` (or
+    /// `https://`).
+    #[error("invalid --controller {0:?}: use http://host[:port] or https://host[:port]")]
     ControllerUrl(String),
+    /// `https://` in a build without the `tls` feature.
+    #[error(
+        "an https:// --controller needs TLS, and this agent was built without TLS; \
+         rebuild with --features tls"
+    )]
+    TlsNotBuilt,
+    /// `https://` without a CA file.
+    #[error(
+        "an https:// --controller needs --ca-file: the PEM file of the CA that signed \
+         the controller's certificate"
+    )]
+    NoCaFile,
+    /// The CA file could not be used.
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
     /// The controller could not be reached or answered badly.
     #[error("enrollment request to {url} failed: {message}")]
     Http {
@@ -238,12 +257,16 @@ pub fn generate_key() -> Result<SigningKey, EnrollError> {
 pub struct EnrollRequest {
     /// The identity directory.
     pub dir: PathBuf,
-    /// The controller's base URL, `http://host[:port]`.
+    /// The controller's base URL, `http://host[:port]` or
+    /// `https://host[:port]`.
     pub controller: String,
     /// The one-time token (secret).
     pub token: String,
     /// The hostname to register.
     pub hostname: Option<String>,
+    /// For an `https://` controller: the PEM file of the CA its certificate
+    /// must chain to.
+    pub ca_file: Option<PathBuf>,
 }
 
 impl std::fmt::Debug for EnrollRequest {
@@ -252,6 +275,7 @@ impl std::fmt::Debug for EnrollRequest {
             .field("dir", &self.dir)
             .field("controller", &self.controller)
             .field("hostname", &self.hostname)
+            .field("ca_file", &self.ca_file)
             .finish_non_exhaustive()
     }
 }
@@ -309,7 +333,7 @@ pub fn enroll(req: &EnrollRequest) -> Result<Identity, EnrollError> {
     })
     .to_string();
     let url = format!("{}/api/v1/enroll", req.controller.trim_end_matches('/'));
-    let (status, answer) = http_post_json(&url, &body)?;
+    let (status, answer) = http_post_json(&url, &body, req.ca_file.as_deref())?;
     if !(200..300).contains(&status) {
         let message = serde_json::from_slice::<ErrorBody>(&answer)
             .map(|e| e.error)
@@ -354,7 +378,22 @@ pub fn enroll(req: &EnrollRequest) -> Result<Identity, EnrollError> {
 
 /// `http://host[:port][/prefix]` split into (host, port, prefix).
 pub fn parse_http_url(url: &str) -> Option<(String, u16, String)> {
-    let rest = url.strip_prefix("http://")?;
+    split_authority(url.strip_prefix("http://")?, 80)
+}
+
+/// A controller URL, `http://` or `https://` (default port 443), split into
+/// (https, host, port, prefix).
+pub fn parse_controller_url(url: &str) -> Option<(bool, String, u16, String)> {
+    let (https, parts) = match url.strip_prefix("https://") {
+        Some(rest) => (true, split_authority(rest, 443)?),
+        None => (false, parse_http_url(url)?),
+    };
+    let (host, port, path) = parts;
+    Some((https, host, port, path))
+}
+
+/// `host[:port][/prefix]` split into (host, port, prefix).
+fn split_authority(rest: &str, default_port: u16) -> Option<(String, u16, String)> {
     let (authority, path) = match rest.find('/') {
         Some(i) => (&rest[..i], &rest[i..]),
         None => (rest, ""),
@@ -366,14 +405,14 @@ pub fn parse_http_url(url: &str) -> Option<(String, u16, String)> {
         let (h, after) = v6.split_once(']')?;
         let port = match after.strip_prefix(':') {
             Some(p) => p.parse().ok()?,
-            None if after.is_empty() => 80,
+            None if after.is_empty() => default_port,
             None => return None,
         };
         (h.to_owned(), port)
     } else {
         match authority.rsplit_once(':') {
             Some((h, p)) => (h.to_owned(), p.parse().ok()?),
-            None => (authority.to_owned(), 80),
+            None => (authority.to_owned(), default_port),
         }
     };
     if host.is_empty() {
@@ -382,10 +421,23 @@ pub fn parse_http_url(url: &str) -> Option<(String, u16, String)> {
     Some((host, port, path.to_owned()))
 }
 
-/// POSTs a JSON body over HTTP/1.1 and returns the status and the body.
-pub fn http_post_json(url: &str, body: &str) -> Result<(u16, Vec<u8>), EnrollError> {
-    let (host, port, path) =
-        parse_http_url(url).ok_or_else(|| EnrollError::ControllerUrl(url.to_owned()))?;
+/// POSTs a JSON body over HTTP/1.1 (over TLS for `https://`, trusting the
+/// CA certificates of `ca_file`) and returns the status and the body.
+pub fn http_post_json(
+    url: &str,
+    body: &str,
+    ca_file: Option<&Path>,
+) -> Result<(u16, Vec<u8>), EnrollError> {
+    let (https, host, port, path) =
+        parse_controller_url(url).ok_or_else(|| EnrollError::ControllerUrl(url.to_owned()))?;
+    if https && !crate::config::TLS_BUILT {
+        return Err(EnrollError::TlsNotBuilt);
+    }
+    let ca_file = match (https, ca_file) {
+        (true, None) => return Err(EnrollError::NoCaFile),
+        (true, Some(ca)) => Some(ca),
+        (false, _) => None,
+    };
     let fail = |message: String| EnrollError::Http {
         url: url.to_owned(),
         message,
@@ -405,7 +457,7 @@ pub fn http_post_json(url: &str, body: &str) -> Result<(u16, Vec<u8>), EnrollErr
             Err(e) => last = Some(e),
         }
     }
-    let mut stream = stream.ok_or_else(|| {
+    let stream = stream.ok_or_else(|| {
         fail(match last {
             Some(e) => format!("cannot connect: {e}"),
             None => "no address".to_owned(),
@@ -425,13 +477,49 @@ pub fn http_post_json(url: &str, body: &str) -> Result<(u16, Vec<u8>), EnrollErr
         env!("CARGO_PKG_VERSION"),
         body.len(),
     );
-    stream.write_all(request.as_bytes()).map_err(io)?;
-    let mut raw = Vec::new();
-    stream
-        .take(MAX_RESPONSE)
-        .read_to_end(&mut raw)
-        .map_err(io)?;
+    let raw = match ca_file {
+        None => exchange(stream, request.as_bytes()).map_err(io)?,
+        #[cfg(feature = "tls")]
+        Some(ca) => {
+            let config = crate::tls::client_config(&crate::config::TlsFiles {
+                ca_file: ca.to_owned(),
+                client: None,
+            })?;
+            let name = rustls::pki_types::ServerName::try_from(host.clone())
+                .map_err(|e| fail(format!("invalid host name {host:?}: {e}")))?;
+            let conn =
+                rustls::ClientConnection::new(config, name).map_err(|e| fail(e.to_string()))?;
+            let tls = rustls::StreamOwned::new(conn, stream);
+            exchange(tls, request.as_bytes()).map_err(|e| match tls_reason(&e) {
+                Some(reason) => fail(format!("tls: {reason}")),
+                None => fail(e.to_string()),
+            })?
+        }
+        #[cfg(not(feature = "tls"))]
+        Some(_) => return Err(EnrollError::TlsNotBuilt),
+    };
     parse_response(&raw).ok_or_else(|| fail("malformed http response".to_owned()))
+}
+
+/// Writes `request` and reads the answer up to [`MAX_RESPONSE`] bytes, until
+/// the server closes the connection. Over TLS, a close without
+/// `close_notify` after some data ends the answer too (the body is checked
+/// against its length by [`parse_response`]).
+fn exchange(mut stream: impl Read + Write, request: &[u8]) -> std::io::Result<Vec<u8>> {
+    stream.write_all(request)?;
+    stream.flush()?;
+    let mut raw = Vec::new();
+    match stream.take(MAX_RESPONSE).read_to_end(&mut raw) {
+        Ok(_) => Ok(raw),
+        Err(e) if e.kind() == std::io::ErrorKind::UnexpectedEof && !raw.is_empty() => Ok(raw),
+        Err(e) => Err(e),
+    }
+}
+
+/// The rustls error inside an I/O error, e.g. the certificate refused.
+#[cfg(feature = "tls")]
+fn tls_reason(e: &std::io::Error) -> Option<&rustls::Error> {
+    e.get_ref().and_then(|i| i.downcast_ref::<rustls::Error>())
 }
 
 /// Splits an HTTP/1.1 response into its status and body (by
@@ -486,6 +574,7 @@ mod tests {
             ("http://10.0.0.1:80/mt", Some(("10.0.0.1", 80, "/mt"))),
             ("http://[::1]:8080", Some(("::1", 8080, ""))),
             ("https://ctl", None),
+            ("ftp://ctl", None),
             ("http://", None),
             ("http://u:p@ctl", None),
             ("http://ctl:port", None),
@@ -494,6 +583,36 @@ mod tests {
             let got = parse_http_url(url);
             let want = want.map(|(h, p, path)| (h.to_owned(), p, path.to_owned()));
             assert_eq!(got, want, "{url}");
+        }
+        let https = [
+            ("https://ctl", Some((true, "ctl", 443, ""))),
+            ("https://ctl:8443/mt", Some((true, "ctl", 8443, "/mt"))),
+            ("http://ctl", Some((false, "ctl", 80, ""))),
+            ("https://u:p@ctl", None),
+            ("ftp://ctl", None),
+        ];
+        for (url, want) in https {
+            let got = parse_controller_url(url);
+            let want = want.map(|(t, h, p, path)| (t, h.to_owned(), p, path.to_owned()));
+            assert_eq!(got, want, "{url}");
+        }
+    }
+
+    /// An https:// controller needs the tls build, and a CA file; the
+    /// checks come before any connection (the address is never dialled).
+    #[test]
+    fn https_needs_tls_and_a_ca_file() {
+        let e = http_post_json("https://192.0.2.1:1/api", "{}", None).unwrap_err();
+        if crate::config::TLS_BUILT {
+            assert!(matches!(e, EnrollError::NoCaFile), "{e}");
+            assert!(e.to_string().contains("needs --ca-file"), "{e}");
+        } else {
+            assert!(matches!(e, EnrollError::TlsNotBuilt), "{e}");
+            assert!(
+                e.to_string()
+                    .contains("this agent was built without TLS; rebuild with --features tls"),
+                "{e}"
+            );
         }
     }
 

@@ -26,7 +26,11 @@
 //!   `--state-dir` before each report is queued, so that a restarted agent
 //!   never repeats a `(boot_id, seq)` its predecessor sent.
 //!
-//! The agent links no server code and no TLS stack (`tests/deps.rs`).
+//! - [`tls`] (the `tls` feature only): MQTT over TLS (`mqtts://`) with
+//!   rustls, certificates from PEM files.
+//!
+//! The agent links no server code, and no TLS stack unless built with the
+//! `tls` feature (`tests/deps.rs`).
 
 pub mod backoff;
 pub mod collect;
@@ -36,6 +40,8 @@ pub mod enroll;
 pub mod publish;
 pub mod spool;
 pub mod state;
+#[cfg(feature = "tls")]
+pub mod tls;
 
 use std::future::Future;
 
@@ -184,6 +190,7 @@ pub async fn run(
     let publish = PublishConfig {
         signer,
         broker: config.broker.clone(),
+        tls: config.tls.clone(),
         network: config.network.clone(),
         node: node.to_owned(),
         interval: config.interval,

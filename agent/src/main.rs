@@ -37,9 +37,11 @@ fn run() -> anyhow::Result<()> {
         token,
         controller,
         hostname,
+        ca_file,
     }) = command
     {
-        return enroll(&config, token, controller, hostname);
+        let ca_file = ca_file.or_else(|| config.tls.as_ref().map(|t| t.ca_file.clone()));
+        return enroll(&config, token, controller, hostname, ca_file);
     }
     let config = meshtable_agent::apply_identity(config)?;
     let node = meshtable_agent::node_id(&config)?;
@@ -79,6 +81,7 @@ fn enroll(
     token: String,
     controller: String,
     hostname: Option<String>,
+    ca_file: Option<std::path::PathBuf>,
 ) -> anyhow::Result<()> {
     use meshtable_agent::enroll::{self, EnrollRequest};
     let hostname = hostname.or_else(|| {
@@ -92,6 +95,7 @@ fn enroll(
         controller,
         token,
         hostname,
+        ca_file,
     })?;
     tracing::info!(
         network = %id.network,

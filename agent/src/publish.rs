@@ -102,6 +102,17 @@ pub enum PublishError {
     /// The network or node id is not valid on a topic.
     #[error("invalid topic: {0}")]
     Topic(meshtable_proto::TopicError),
+    /// The TLS files could not be used (`mqtts://`).
+    #[cfg(feature = "tls")]
+    #[error(transparent)]
+    Tls(#[from] crate::tls::TlsError),
+    /// `mqtts://`, or TLS files, in a build without the `tls` feature.
+    #[error("this agent was built without TLS; rebuild with --features tls")]
+    TlsNotBuilt,
+    /// The broker is `mqtts://` but no TLS files were given, or the other
+    /// way round.
+    #[error("mqtts:// and the TLS files (--ca-file) go together")]
+    TlsMismatch,
 }
 
 /// What the publisher needs to know.
@@ -109,6 +120,8 @@ pub enum PublishError {
 pub struct PublishConfig {
     /// The broker.
     pub broker: Broker,
+    /// The TLS files: given exactly when the broker is `mqtts://`.
+    pub tls: Option<crate::config::TlsFiles>,
     /// Network id.
     pub network: String,
     /// Node id.
@@ -193,7 +206,19 @@ struct Driver {
     outgoing: encode::Outgoing,
 }
 
-fn mqtt_options(cfg: &PublishConfig, topics: &Topics) -> MqttOptions {
+/// The transport to the broker: TCP, or TLS (read from its files now).
+fn transport(cfg: &PublishConfig) -> Result<rumqttc::Transport, PublishError> {
+    match (&cfg.tls, cfg.broker.tls) {
+        (None, false) => Ok(rumqttc::Transport::Tcp),
+        #[cfg(feature = "tls")]
+        (Some(files), true) => Ok(crate::tls::transport(files)?),
+        #[cfg(not(feature = "tls"))]
+        (Some(_), true) => Err(PublishError::TlsNotBuilt),
+        _ => Err(PublishError::TlsMismatch),
+    }
+}
+
+fn mqtt_options(cfg: &PublishConfig, topics: &Topics) -> Result<MqttOptions, PublishError> {
     let mut o = MqttOptions::new(
         encode::client_id(&cfg.network, &cfg.node),
         cfg.broker.host.clone(),
@@ -215,7 +240,8 @@ fn mqtt_options(cfg: &PublishConfig, topics: &Topics) -> MqttOptions {
     if let Some((user, password)) = &cfg.broker.credentials {
         o.set_credentials(user.clone(), password.clone());
     }
-    o
+    o.set_transport(transport(cfg)?);
+    Ok(o)
 }
 
 /// Runs the agent against the broker until `shutdown` completes, then
@@ -229,7 +255,7 @@ pub async fn run(
 ) -> Result<(), PublishError> {
     let topics = Topics::new(&cfg.network, &cfg.node).map_err(PublishError::Topic)?;
     // The channel holds at most the window plus a few control requests.
-    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg, &topics), WINDOW + 8);
+    let (client, mut eventloop) = AsyncClient::new(mqtt_options(&cfg, &topics)?, WINDOW + 8);
     let mut driver = Driver {
         outgoing: encode::Outgoing::new(cfg.compact),
         client,
@@ -250,6 +276,7 @@ pub async fn run(
     };
     info!(
         broker = %format_args!("{}:{}", cfg.broker.host, cfg.broker.port),
+        tls = cfg.broker.tls,
         network = %cfg.network,
         node = %cfg.node,
         interval = ?cfg.interval,
@@ -465,7 +492,16 @@ impl Driver {
         self.outgoing.reset();
         self.wake = None;
         let retry = self.backoff.next_delay();
-        if was_connected {
+        if is_tls_error(&error) {
+            // The broker's certificate was refused (another CA, another
+            // host name), or the broker refused ours: say where to look.
+            warn!(
+                error = %error,
+                spooled = self.spool.len(),
+                retry_in = ?retry,
+                "tls handshake with the broker failed: check --ca-file, the host of --mqtt-url and the client certificate"
+            );
+        } else if was_connected {
             warn!(error = %error, spooled = self.spool.len(), retry_in = ?retry, "lost the broker connection");
         } else {
             warn!(error = %error, spooled = self.spool.len(), retry_in = ?retry, "cannot connect to the broker");
@@ -515,6 +551,37 @@ impl Driver {
             "published offline state and disconnected"
         );
     }
+}
+
+/// Whether a connection failed in the TLS layer: in the handshake, or on
+/// an alert the broker sent after it (TLS 1.3's `CertificateRequired`
+/// arrives with the first read, wrapped in rumqttc's state and decoding
+/// errors): a [`rustls::Error`] anywhere in the chain of sources.
+#[cfg(feature = "tls")]
+fn is_tls_error(error: &ConnectionError) -> bool {
+    if matches!(error, ConnectionError::Tls(_)) {
+        return true;
+    }
+    let mut next: Option<&(dyn std::error::Error + 'static)> = Some(error);
+    while let Some(e) = next {
+        // An io::Error's source is its inner error's source: look at the
+        // inner error itself.
+        let inner = e
+            .downcast_ref::<std::io::Error>()
+            .and_then(|io| io.get_ref())
+            .map(|i| i as &(dyn std::error::Error + 'static));
+        if e.is::<rustls::Error>() || inner.is_some_and(|i| i.is::<rustls::Error>()) {
+            return true;
+        }
+        next = e.source();
+    }
+    false
+}
+
+/// Whether a connection failed in the TLS layer: never without TLS.
+#[cfg(not(feature = "tls"))]
+fn is_tls_error(_: &ConnectionError) -> bool {
+    false
 }
 
 #[cfg(test)]

@@ -51,7 +51,9 @@ generate() {
 }
 
 # check NAME UCI_FILE OUTCOME PATTERN...: OUTCOME is "accepted" (every
-# PATTERN must be in the --once output) or "refused" (in the error).
+# PATTERN must be in the --once output), "refused" (in the error), or "tls"
+# for an mqtts:// config: accepted as such by an agent built with TLS
+# (--features tls), and refused by one without, with the error saying so.
 check() {
 	name=$1
 	uci=$2
@@ -72,6 +74,11 @@ check() {
 	else
 		got=refused
 		text=$tmp/$name.err
+	fi
+	if [ "$outcome" = tls ]; then
+		outcome=$got
+		[ "$got" = accepted ] ||
+			set -- 'this agent was built without TLS; rebuild with --features tls'
 	fi
 	if [ "$got" != "$outcome" ]; then
 		fail "the agent $got the generated config, expected $outcome: $(cat "$tmp/$name.err")"
@@ -133,6 +140,9 @@ check_service full 1
 check bad-number "$here/cases/bad-number.config" refused 'queue_capacity' 'invalid type'
 check quotes "$here/cases/quotes.config" refused 'invalid --network'
 check disabled "$here/cases/disabled.config" accepted '"node":"n1"'
+check tls "$here/cases/tls.config" tls '"node":"tls-node"'
+check tls-plain-url "$here/cases/tls-plain-url.config" refused \
+	'--ca-file is set but --mqtt-url is not mqtts://'
 check_service disabled 0
 
 echo "uci-toml: $passed passed, $failed failed"
