@@ -263,6 +263,14 @@ pub struct ServeArgs {
     /// and placed by its boot's anchor [default: 5m].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub clock_max_skew: Option<Duration>,
+    /// With Mosquitto: keep meshtable.passwd and meshtable.acl in this directory equal to the
+    /// node registry, rewritten at start and on every enrollment and revocation (needs
+    /// --mqtt-url with the controller's user and password; see deploy/mosquitto).
+    #[arg(long, value_name = "DIR")]
+    pub mosquitto_export_dir: Option<PathBuf>,
+    /// Mosquitto's pid_file: it gets SIGHUP after every rewrite, to read the files again.
+    #[arg(long, value_name = "FILE")]
+    pub mosquitto_pid_file: Option<PathBuf>,
 }
 
 /// Flags of `meshtable demo`: those of `serve` plus the simulator's.
@@ -359,6 +367,10 @@ pub struct Layer {
     /// `--clock-max-skew`.
     #[serde(default, with = "humantime_serde")]
     pub clock_max_skew: Option<Duration>,
+    /// `--mosquitto-export-dir`.
+    pub mosquitto_export_dir: Option<PathBuf>,
+    /// `--mosquitto-pid-file`.
+    pub mosquitto_pid_file: Option<PathBuf>,
 }
 
 macro_rules! or_fields {
@@ -400,7 +412,9 @@ impl Layer {
             raw_retention,
             rollup_retention,
             history_interval,
-            clock_max_skew
+            clock_max_skew,
+            mosquitto_export_dir,
+            mosquitto_pid_file
         )
     }
 
@@ -431,6 +445,8 @@ impl Layer {
             rollup_retention: args.rollup_retention,
             history_interval: args.history_interval,
             clock_max_skew: args.clock_max_skew,
+            mosquitto_export_dir: args.mosquitto_export_dir.clone(),
+            mosquitto_pid_file: args.mosquitto_pid_file.clone(),
             ..Layer::default()
         }
     }
@@ -501,6 +517,8 @@ impl Layer {
             rollup_retention: var(lookup, "ROLLUP_RETENTION", parse_duration)?,
             history_interval: var(lookup, "HISTORY_INTERVAL", parse_duration)?,
             clock_max_skew: var(lookup, "CLOCK_MAX_SKEW", parse_duration)?,
+            mosquitto_export_dir: var(lookup, "MOSQUITTO_EXPORT_DIR", |s| Ok(PathBuf::from(s)))?,
+            mosquitto_pid_file: var(lookup, "MOSQUITTO_PID_FILE", |s| Ok(PathBuf::from(s)))?,
         })
     }
 
@@ -673,6 +691,8 @@ pub struct Config {
     pub metrics_per_node: crate::fleet_metrics::PerNode,
     /// History: retention, the history job's period, clock tolerance.
     pub history: HistoryConfig,
+    /// Mosquitto's files kept equal to the registry, if asked.
+    pub mosquitto: Option<crate::mosquitto::ExportConfig>,
 }
 
 /// The history settings of [`Config`].
@@ -758,6 +778,48 @@ fn mqtt_ca(layer: &Layer) -> Result<Option<PathBuf>, ConfigError> {
         )),
         ca => Ok(ca.clone()),
     }
+}
+
+/// `--mosquitto-export-dir` and `--mosquitto-pid-file`: the export needs
+/// an external broker and the controller's login at it (its line in the
+/// password file).
+fn mosquitto_export(
+    layer: &Layer,
+    broker: &Broker,
+) -> Result<Option<crate::mosquitto::ExportConfig>, ConfigError> {
+    let Some(dir) = &layer.mosquitto_export_dir else {
+        return match &layer.mosquitto_pid_file {
+            Some(p) => Err(invalid(
+                "--mosquitto-pid-file",
+                p.display(),
+                "give --mosquitto-export-dir with it",
+            )),
+            None => Ok(None),
+        };
+    };
+    if dir.as_os_str().is_empty() {
+        return Err(invalid("--mosquitto-export-dir", "", "must not be empty"));
+    }
+    match broker {
+        Broker::External {
+            credentials: Some((user, _)),
+            ..
+        } => {
+            crate::mosquitto::check_user(user)
+                .map_err(|e| invalid("--mqtt-url", user, e.to_string()))?;
+        }
+        _ => {
+            return Err(invalid(
+                "--mosquitto-export-dir",
+                dir.display(),
+                "needs Mosquitto with the controller's login: --mqtt-url mqtt://USER:PASSWORD@host:port",
+            ));
+        }
+    }
+    Ok(Some(crate::mosquitto::ExportConfig {
+        dir: dir.clone(),
+        pid_file: layer.mosquitto_pid_file.clone(),
+    }))
 }
 
 /// The certificate and key of the HTTPS listener (see [`crate::tls`]).
@@ -907,7 +969,6 @@ impl Config {
 
         Ok(Config {
             listen,
-            broker,
             mqtt_client_id,
             mqtt_share_group,
             database_url,
@@ -927,6 +988,8 @@ impl Config {
                     .unwrap_or(crate::fleet_metrics::DEFAULT_MAX_SERIES),
             },
             history: HistoryConfig::resolve(layer)?,
+            mosquitto: mosquitto_export(layer, &broker)?,
+            broker,
         })
     }
 
@@ -1154,6 +1217,7 @@ mod tests {
                 mqtt_ca: None,
                 metrics_per_node: crate::fleet_metrics::PerNode::default(),
                 history: HistoryConfig::default(),
+                mosquitto: None,
             }
         );
         assert_eq!(c.subscription_filter(), "meshtable/v1/+/+/+");
@@ -1400,6 +1464,57 @@ mod tests {
             .unwrap_err()
             .to_string();
         assert!(e.contains("MESHTABLE_SIM_NETWORK"), "{e}");
+    }
+
+    #[test]
+    fn mosquitto_export_settings() {
+        let ok = Config::resolve(
+            &flags(&[
+                "--mqtt-url=mqtt://ctl:pw@broker:1883",
+                "--mosquitto-export-dir=/etc/mosquitto/meshtable",
+                "--mosquitto-pid-file=/run/mosquitto.pid",
+            ]),
+            None,
+        )
+        .unwrap();
+        assert_eq!(
+            ok.mosquitto,
+            Some(crate::mosquitto::ExportConfig {
+                dir: PathBuf::from("/etc/mosquitto/meshtable"),
+                pid_file: Some(PathBuf::from("/run/mosquitto.pid")),
+            })
+        );
+        let from_env = env(&[
+            ("MESHTABLE_MOSQUITTO_EXPORT_DIR", "/etc/mosquitto/meshtable"),
+            ("MESHTABLE_MOSQUITTO_PID_FILE", "/run/mosquitto.pid"),
+        ])
+        .unwrap();
+        let from_file = file(
+            "mosquitto_export_dir = \"/etc/mosquitto/meshtable\"\n\
+             mosquitto_pid_file = \"/run/mosquitto.pid\"\n",
+        );
+        assert_eq!(from_env, from_file);
+        let cases: &[(&[&str], &str)] = &[
+            // The embedded broker has no files to write.
+            (&["--mosquitto-export-dir=/d"], "--mosquitto-export-dir"),
+            // The controller's own line needs its password.
+            (
+                &["--mqtt-url=mqtt://broker", "--mosquitto-export-dir=/d"],
+                "--mosquitto-export-dir",
+            ),
+            (
+                &[
+                    "--mqtt-url=mqtt://a%3Ab:pw@broker",
+                    "--mosquitto-export-dir=/d",
+                ],
+                "--mqtt-url",
+            ),
+            (&["--mosquitto-pid-file=/p"], "--mosquitto-pid-file"),
+        ];
+        for (args, flag) in cases {
+            let e = Config::resolve(&flags(args), None).unwrap_err().to_string();
+            assert!(e.contains(flag), "{args:?}: {e}");
+        }
     }
 
     #[test]

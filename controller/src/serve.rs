@@ -84,6 +84,9 @@ pub enum ServeError {
     /// The HTTPS certificate or key could not be loaded.
     #[error(transparent)]
     Tls(#[from] crate::tls::TlsError),
+    /// Mosquitto's password and ACL files could not be written.
+    #[error(transparent)]
+    Mosquitto(#[from] crate::mosquitto::MosquittoError),
 }
 
 /// The listening sockets, bound (HTTP) or checked (MQTT) before anything
@@ -227,6 +230,24 @@ impl Controller {
         registry
             .clone()
             .spawn_refresh(crate::registry::REFRESH_INTERVAL, stop_rx.clone());
+        // Mosquitto's files, written before ingest connects (Mosquitto may
+        // be waiting for them), then after every change of the registry.
+        if let (
+            Some(export),
+            Broker::External {
+                credentials: Some((user, password)),
+                ..
+            },
+        ) = (&config.mosquitto, &config.broker)
+        {
+            crate::mosquitto::MosquittoSync::start(
+                export.clone(),
+                (user, password),
+                registry.clone(),
+                stop_rx.clone(),
+            )
+            .await?;
+        }
         let alert_metrics = metrics.clone();
         let mut ingest = Ingest::start(
             options,

@@ -30,42 +30,88 @@ fn now_ms() -> i64 {
     .expect("ms fit i64")
 }
 
-/// Every store this run can reach: SQLite, and PostgreSQL when configured.
-/// Networks get a random suffix, so a shared PostgreSQL database is fine.
-async fn stores(dir: &tempfile::TempDir) -> Result<Vec<Store>> {
+/// Every store this run can reach: SQLite, and PostgreSQL when configured,
+/// with the guard that drops the PostgreSQL database again (keep it until
+/// the stores are done). Networks get a random suffix.
+async fn stores(dir: &tempfile::TempDir) -> Result<(Vec<Store>, Option<PgDatabase>)> {
     let mut out = vec![
         Store::connect(&format!("sqlite://{}/m.db", dir.path().display()))
             .await
             .context("sqlite")?,
     ];
+    let mut guard = None;
     if let Ok(url) = std::env::var("MESHTABLE_TEST_DATABASE_URL") {
-        out.push(
-            Store::connect(&fresh_pg_database(&url).await?)
-                .await
-                .context("postgres")?,
-        );
+        let db = PgDatabase::create(&url).await?;
+        out.push(Store::connect(&db.url).await.context("postgres")?);
+        guard = Some(db);
     } else {
         eprintln!("metrics tests: MESHTABLE_TEST_DATABASE_URL not set, PostgreSQL variant skipped");
     }
-    Ok(out)
+    Ok((out, guard))
 }
 
-/// A new, empty PostgreSQL database on the server of `admin_url` (left for
-/// the server's owner to drop: CI's server lives as long as the run).
-async fn fresh_pg_database(admin_url: &str) -> Result<String> {
-    use sea_orm::ConnectionTrait;
-    let name = format!("meshtable_m_{:016x}", rand::random::<u64>());
-    let admin = sea_orm::Database::connect(admin_url)
-        .await
-        .context("postgres admin")?;
-    admin
-        .execute_unprepared(&format!("CREATE DATABASE {name}"))
-        .await
-        .context("create test database")?;
-    admin.close().await?;
-    let mut url = url::Url::parse(admin_url)?;
-    url.set_path(&format!("/{name}"));
-    Ok(url.to_string())
+/// A new, empty PostgreSQL database (`meshtable_m_<random>`) on the server
+/// of an admin URL, dropped (`WITH (FORCE)`, through `psql`) when this is
+/// dropped: after the test, and when it fails or panics too.
+struct PgDatabase {
+    admin_url: String,
+    name: String,
+    url: String,
+}
+
+impl PgDatabase {
+    async fn create(admin_url: &str) -> Result<PgDatabase> {
+        use sea_orm::ConnectionTrait;
+        let name = format!("meshtable_m_{:016x}", rand::random::<u64>());
+        let admin = sea_orm::Database::connect(admin_url)
+            .await
+            .context("postgres admin")?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await
+            .context("create test database")?;
+        admin.close().await?;
+        let mut url = url::Url::parse(admin_url)?;
+        url.set_path(&format!("/{name}"));
+        Ok(PgDatabase {
+            admin_url: admin_url.to_owned(),
+            name,
+            url: url.to_string(),
+        })
+    }
+}
+
+impl Drop for PgDatabase {
+    fn drop(&mut self) {
+        // Synchronous (Drop cannot await) and independent of the runtime,
+        // which may be shutting down when a test panics.
+        let sql = format!("DROP DATABASE IF EXISTS {} WITH (FORCE)", self.name);
+        let out = Command::new("psql")
+            .args([
+                "-X",
+                "-q",
+                "-v",
+                "ON_ERROR_STOP=1",
+                "-d",
+                &self.admin_url,
+                "-c",
+                &sql,
+            ])
+            .stdin(Stdio::null())
+            .output();
+        match out {
+            Ok(o) if o.status.success() => {}
+            Ok(o) => eprintln!(
+                "warning: cannot drop test database {}: {}",
+                self.name,
+                String::from_utf8_lossy(&o.stderr).trim()
+            ),
+            Err(e) => eprintln!(
+                "warning: cannot drop test database {} (psql: {e})",
+                self.name
+            ),
+        }
+    }
 }
 
 fn unique(prefix: &str) -> String {
@@ -234,7 +280,8 @@ async fn populate(store: &Store, net: &str) -> Result<i64> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn aggregates_match_the_store() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    for store in stores(&dir).await? {
+    let (stores, _pg) = stores(&dir).await?;
+    for store in stores {
         let backend = format!("{:?}", store.backend());
         let net = unique("agg");
         let now = populate(&store, &net).await?;
@@ -394,7 +441,8 @@ async fn aggregates_match_the_store() -> Result<()> {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn per_node_series_are_off_by_default_and_capped() -> Result<()> {
     let dir = tempfile::tempdir()?;
-    for store in stores(&dir).await? {
+    let (stores, _pg) = stores(&dir).await?;
+    for store in stores {
         let net = unique("cap");
         populate(&store, &net).await?;
         let fleet = fleet_snapshot(&store).await?;

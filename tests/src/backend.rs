@@ -43,6 +43,16 @@ impl Backend {
         }
     }
 
+    /// An external broker the test started itself (a private Mosquitto)
+    /// and the controller's SQLite: `--mqtt-url mqtt_url`.
+    pub fn with_broker(mqtt_url: &str) -> Backend {
+        Backend {
+            name: "own mosquitto + sqlite",
+            mqtt_url: Some(mqtt_url.to_owned()),
+            database: None,
+        }
+    }
+
     /// Mosquitto and PostgreSQL from the environment, with a fresh database.
     ///
     /// Returns `None` (after printing why) when either variable is unset, so

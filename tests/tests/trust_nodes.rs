@@ -233,6 +233,24 @@ fn scenario(backend: &Backend) {
     drop(mqtt);
 }
 
+/// Enrolls routers `a` and `b` into `net` with `meshtable-agent enroll`,
+/// their identities in `dir/a` and `dir/b`: (node id, MQTT password) each.
+fn enroll_two(ctl: &Controller, net: &str, dir: &Path) -> Vec<(String, String)> {
+    ["a", "b"]
+        .into_iter()
+        .map(|name| {
+            let id_dir = dir.join(name);
+            let token = ctl.enroll_token(net, "1h");
+            enroll(ctl, &token, &id_dir).unwrap_or_else(|e| panic!("enroll {name}: {e}"));
+            let text = std::fs::read_to_string(id_dir.join("identity.toml")).unwrap();
+            (
+                toml_value(&text, "node"),
+                toml_value(&text, "mqtt_password"),
+            )
+        })
+        .collect()
+}
+
 /// A `mosquitto` process, killed on drop.
 struct Mosquitto(std::process::Child);
 
@@ -259,17 +277,7 @@ fn mosquitto_acl() {
     let net = unique("acl");
     ctl.add_network(&net, false);
     let dir = tempfile::tempdir().expect("create a temporary directory");
-    let mut nodes = Vec::new();
-    for name in ["a", "b"] {
-        let id_dir = dir.path().join(name);
-        let token = ctl.enroll_token(&net, "1h");
-        enroll(&ctl, &token, &id_dir).unwrap_or_else(|e| panic!("enroll {name}: {e}"));
-        let text = std::fs::read_to_string(id_dir.join("identity.toml")).unwrap();
-        nodes.push((
-            toml_value(&text, "node"),
-            toml_value(&text, "mqtt_password"),
-        ));
-    }
+    let nodes = enroll_two(&ctl, &net, dir.path());
     let passwd = dir.path().join("meshtable.passwd");
     let acl = dir.path().join("meshtable.acl");
     let controller_password = "controller-secret-pw";
@@ -360,4 +368,213 @@ fn mosquitto_acl() {
         MqttClient::try_connect(&url, &unique("acl-anon")).is_err(),
         "an anonymous client was accepted"
     );
+}
+
+/// A Mosquitto started with `-d` (it writes its `pid_file` only then),
+/// ended by the process id in that file on drop. `cancel` stops a start
+/// that has not happened yet.
+struct DaemonMosquitto {
+    pid_file: std::path::PathBuf,
+    cancel: std::sync::Arc<std::sync::atomic::AtomicBool>,
+}
+
+impl Drop for DaemonMosquitto {
+    fn drop(&mut self) {
+        self.cancel.store(true, std::sync::atomic::Ordering::SeqCst);
+        if let Some(pid) = std::fs::read_to_string(&self.pid_file)
+            .ok()
+            .and_then(|t| t.trim().parse::<u32>().ok())
+            .filter(|p| *p > 1)
+        {
+            let _ = Command::new("kill").arg(pid.to_string()).status();
+        }
+    }
+}
+
+/// `meshtable serve --mosquitto-export-dir --mosquitto-pid-file` with the
+/// real Mosquitto: the controller writes the files at start (Mosquitto
+/// starts on them), and on every enrollment and revocation rewrites them and
+/// sends SIGHUP. An enrolled router's agent reports through Mosquitto at
+/// once; once revoked (API, or the command line seen by the registry
+/// refresh) its login is refused, while other routers still log in.
+#[test]
+fn mosquitto_follows_enroll_and_revoke() {
+    use std::os::unix::fs::PermissionsExt as _;
+    let bin = Path::new("/usr/sbin/mosquitto");
+    if !bin.exists() {
+        eprintln!(
+            "skipped mosquitto_follows_enroll_and_revoke: /usr/sbin/mosquitto is not installed \
+             (apt-get install mosquitto)"
+        );
+        return;
+    }
+    let dir = tempfile::tempdir().expect("create a temporary directory");
+    let export = dir.path().join("export");
+    std::fs::create_dir(&export).unwrap();
+    let passwd = export.join("meshtable.passwd");
+    let acl = export.join("meshtable.acl");
+    let pid_file = dir.path().join("mosquitto.pid");
+    let log = dir.path().join("mosquitto.log");
+    let port = meshtable_tests::free_port();
+    let conf = dir.path().join("mosquitto.conf");
+    std::fs::write(
+        &conf,
+        format!(
+            "per_listener_settings false\nlistener {port} 127.0.0.1\nallow_anonymous false\n\
+             password_file {}\nacl_file {}\npid_file {}\npersistence false\nlog_dest file {}\n\
+             # run as whoever starts it (root in CI would switch to the mosquitto user)\nuser {}\n",
+            passwd.display(),
+            acl.display(),
+            pid_file.display(),
+            log.display(),
+            std::env::var("USER").unwrap_or_else(|_| "root".to_owned()),
+        ),
+    )
+    .unwrap();
+    let guard = DaemonMosquitto {
+        pid_file: pid_file.clone(),
+        cancel: std::sync::Arc::default(),
+    };
+    // Mosquitto needs the files the controller writes when it starts, and
+    // the controller is ready only once it subscribed at Mosquitto. (Built
+    // first, so that the wait below is the controller's start only.)
+    let _ = binaries();
+    let starter = {
+        let (passwd, cancel) = (passwd.clone(), guard.cancel.clone());
+        thread::spawn(move || {
+            for _ in 0..600 {
+                if cancel.load(std::sync::atomic::Ordering::SeqCst) {
+                    return Err("cancelled".to_owned());
+                }
+                if passwd.exists() {
+                    let out = Command::new(bin)
+                        .arg("-c")
+                        .arg(&conf)
+                        .arg("-d")
+                        .output()
+                        .map_err(|e| e.to_string())?;
+                    return if out.status.success() {
+                        Ok(())
+                    } else {
+                        Err(String::from_utf8_lossy(&out.stderr).into_owned())
+                    };
+                }
+                thread::sleep(Duration::from_millis(100));
+            }
+            Err("the controller wrote no password file".to_owned())
+        })
+    };
+    let controller_password = "controller-sync-secret";
+    let broker = format!("mqtt://127.0.0.1:{port}");
+    let backend = Backend::with_broker(&format!(
+        "mqtt://meshtable-controller:{controller_password}@127.0.0.1:{port}"
+    ));
+    let ctl = Controller::start_with(
+        &backend,
+        &[
+            "--mosquitto-export-dir",
+            export.to_str().unwrap(),
+            "--mosquitto-pid-file",
+            pid_file.to_str().unwrap(),
+        ],
+    );
+    starter
+        .join()
+        .expect("the mosquitto starter")
+        .unwrap_or_else(|e| panic!("mosquitto did not start: {e}"));
+    let mode = std::fs::metadata(&passwd).unwrap().permissions().mode();
+    assert_eq!(mode & 0o777, 0o600, "password file mode");
+    let text = std::fs::read_to_string(&passwd).unwrap();
+    assert!(text.starts_with("meshtable-controller:$7$101$"), "{text}");
+    assert!(!text.contains(controller_password));
+
+    let net = unique("sync");
+    ctl.add_network(&net, false);
+    let nodes = enroll_two(&ctl, &net, dir.path());
+    let (a, a_pw) = (&nodes[0].0, &nodes[0].1);
+    let (b, b_pw) = (&nodes[1].0, &nodes[1].1);
+    let a_dir = dir.path().join("a");
+    let login = |who: &str, user: &str, pw: &str| {
+        MqttClient::try_connect_as(&broker, &unique(who), Some((user, pw))).map(|c| c.disconnect())
+    };
+    let log_of = || std::fs::read_to_string(&log).unwrap_or_default();
+
+    // 1. Enrolled: the router logs in without any manual export, and its
+    // agent's signed reports reach the controller through Mosquitto.
+    wait_for("node a logs in", Duration::from_secs(20), || {
+        login("sync-a", a, a_pw).map_err(|e| format!("{e}\n{}", log_of()))
+    });
+    let state = tempfile::tempdir().unwrap();
+    let a_arg = a_dir.to_str().unwrap().to_owned();
+    let mut agent = Agent::start_with(
+        &broker,
+        "ignored",
+        "ignored",
+        "1s",
+        state.path(),
+        &["--identity-dir", &a_arg],
+    );
+    wait_for(
+        "node a's reports stored through mosquitto",
+        Duration::from_secs(30),
+        || {
+            latest_seq(&ctl, &net, a)
+                .filter(|s| *s >= 2)
+                .ok_or_else(|| format!("not yet:\n{}\n{}", agent.log_tail(), ctl.log_tail()))
+        },
+    );
+
+    // 2. Revoked through the API: its login is refused, b's still works.
+    let url = format!("{}/api/v1/networks/{net}/nodes/{a}/revoke", ctl.base_url());
+    let resp = ureq::post(&url)
+        .header("Authorization", &format!("Bearer {}", ctl.admin_token()))
+        .send_empty()
+        .expect("revoke");
+    assert_eq!(resp.status().as_u16(), 204);
+    wait_for(
+        "node a's login refused after the revocation",
+        Duration::from_secs(20),
+        || match login("sync-a2", a, a_pw) {
+            Ok(()) => Err("still accepted".to_owned()),
+            Err(_) => Ok(()),
+        },
+    );
+    login("sync-b", b, b_pw).unwrap_or_else(|e| panic!("node b refused: {e}\n{}", log_of()));
+    agent.assert_running();
+
+    // 3. Revoked from the command line (another process): the registry
+    // refresh notices, and the files follow.
+    ctl.cli(&["node", "revoke", "--network", &net, b]);
+    wait_for(
+        "node b's login refused after the command-line revocation",
+        Duration::from_secs(30),
+        || match login("sync-b2", b, b_pw) {
+            Ok(()) => Err("still accepted".to_owned()),
+            Err(_) => Ok(()),
+        },
+    );
+    let text = std::fs::read_to_string(&passwd).unwrap();
+    let rules = std::fs::read_to_string(&acl).unwrap();
+    for node in [a, b] {
+        assert!(!text.contains(node.as_str()), "{node} in the password file");
+        assert!(!rules.contains(node.as_str()), "{node} in the acl file");
+    }
+    // The controller itself still reads: it is subscribed (ready above) and
+    // its login stays.
+    login("sync-ctl", "meshtable-controller", controller_password)
+        .unwrap_or_else(|e| panic!("the controller's login refused: {e}"));
+    assert!(
+        log_of().matches("Reloading config").count() >= 3,
+        "{}",
+        log_of()
+    );
+
+    // Nothing secret in the controller's logs.
+    let logs = format!("{}{}", ctl.stderr(), ctl.stdout());
+    for secret in [controller_password, a_pw.as_str(), b_pw.as_str()] {
+        assert!(!logs.contains(secret), "a secret is in the logs");
+    }
+    drop(agent);
+    drop(ctl);
+    drop(guard);
 }

@@ -2,8 +2,7 @@
 //! flapping, site, the latest sample's load, rates and dropped counter, and
 //! the latest client count; plus link states and the sites of each network.
 
-use sea_orm::{ConnectionTrait, Statement};
-
+use crate::nodes::LATEST_SAMPLE_ID;
 use crate::{NodeStatus, Store, StoreError};
 
 /// One node as `/metrics` sees it.
@@ -46,14 +45,17 @@ pub struct FleetLinks {
     pub down: u64,
 }
 
-const NODES_SQL: &str = "SELECT n.network, n.node, n.site_id, n.status, \
+fn nodes_sql() -> String {
+    format!(
+        "SELECT n.network, n.node, n.site_id, n.status, \
   n.flapping_since_ms, s.load1, s.dropped, \
   (SELECT SUM(i.rx_bps) FROM interface_sample i WHERE i.sample_id = s.id AND i.name <> 'lo') AS rx, \
   (SELECT SUM(i.tx_bps) FROM interface_sample i WHERE i.sample_id = s.id AND i.name <> 'lo') AS tx, \
   (SELECT c.total FROM client_count c WHERE c.node_id = n.id ORDER BY c.t_ms DESC, c.seq DESC LIMIT 1) AS clients \
-FROM node n LEFT JOIN sample s ON s.id = \
-  (SELECT s2.id FROM sample s2 WHERE s2.node_id = n.id ORDER BY s2.t_ms DESC, s2.id DESC LIMIT 1) \
-ORDER BY n.network, n.node";
+FROM node n LEFT JOIN sample s ON s.id = {LATEST_SAMPLE_ID} \
+ORDER BY n.network, n.node"
+    )
+}
 
 const LINKS_SQL: &str = "SELECT n.network, n.site_id, \
   SUM(CASE WHEN l.up THEN 1 ELSE 0 END) AS up, SUM(CASE WHEN l.up THEN 0 ELSE 1 END) AS down \
@@ -69,11 +71,7 @@ impl Store {
     /// Every node with its latest figures, by network then node id. Three
     /// subqueries per node, each on an index.
     pub async fn fleet_nodes(&self) -> Result<Vec<FleetNode>, StoreError> {
-        let backend = self.db.get_database_backend();
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_string(backend, NODES_SQL))
-            .await?;
+        let rows = self.raw_rows(nodes_sql(), Vec::new()).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let status: String = row.try_get("", "status")?;
@@ -98,11 +96,7 @@ impl Store {
 
     /// Link counts by network and reporter's site.
     pub async fn fleet_links(&self) -> Result<Vec<FleetLinks>, StoreError> {
-        let backend = self.db.get_database_backend();
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_string(backend, LINKS_SQL))
-            .await?;
+        let rows = self.raw_rows(LINKS_SQL.to_owned(), Vec::new()).await?;
         let mut out = Vec::with_capacity(rows.len());
         for row in rows {
             let up: Option<i64> = row.try_get("", "up")?;
@@ -119,11 +113,7 @@ impl Store {
 
     /// `(network, site)` for every site, by network then site.
     pub async fn fleet_sites(&self) -> Result<Vec<(String, String)>, StoreError> {
-        let backend = self.db.get_database_backend();
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_string(backend, SITES_SQL))
-            .await?;
+        let rows = self.raw_rows(SITES_SQL.to_owned(), Vec::new()).await?;
         rows.into_iter()
             .map(|row| Ok((row.try_get("", "network")?, row.try_get("", "site")?)))
             .collect()

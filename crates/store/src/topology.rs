@@ -38,14 +38,15 @@ use meshtable_proto::{
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryOrder, QuerySelect, Statement, Value,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
+    QuerySelect, Value,
 };
 use serde::{Deserialize, Serialize};
 
 use crate::derive::sat;
-use crate::entity::{client_count, link, link_event, node, node_extra, node_mesh};
+use crate::entity::{client_count, link, link_event, node, node_mesh};
 use crate::liveness::{NodeState, opt_rfc3339_ms};
+use crate::nodes::{LATEST_SAMPLE_ID, NetworkNodes};
 use crate::time::rfc3339_ms;
 use crate::write::clean;
 use crate::{NodeStatus, Store, StoreError};
@@ -857,7 +858,7 @@ impl Store {
     }
 
     /// [`Store::topology`], with the clients and gauges only when `stats`.
-    async fn graph(
+    pub(crate) async fn graph(
         &self,
         network: &str,
         all: bool,
@@ -871,18 +872,7 @@ impl Store {
         {
             return Ok(None);
         }
-        let nodes = node::Entity::find()
-            .filter(node::Column::Network.eq(network.clone()))
-            .order_by_asc(node::Column::Node)
-            .all(&self.db)
-            .await?;
-        let extra: HashMap<i64, node_extra::Model> = node_extra::Entity::find()
-            .filter(node_extra::Column::Network.eq(network.clone()))
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .map(|e| (e.id, e))
-            .collect();
+        let NetworkNodes { nodes, extra } = self.network_nodes(&network).await?;
         let ids: Vec<i64> = nodes.iter().map(|n| n.id).collect();
         let names: HashMap<i64, String> = nodes.iter().map(|n| (n.id, n.node.clone())).collect();
 
@@ -1106,27 +1096,19 @@ impl Store {
         network: &str,
         only: Option<i64>,
     ) -> Result<HashMap<i64, Clients>, StoreError> {
-        let backend = self.db.get_database_backend();
-        let p = |n: usize| match backend {
-            DbBackend::Postgres => format!("${n}"),
-            _ => "?".to_owned(),
-        };
         let mut values: Vec<Value> = vec![network.into()];
         let mut sql = format!(
             "SELECT c.node_id, c.total, c.wifi24, c.wifi5, c.other FROM client_count c \
              JOIN node n ON c.node_id = n.id WHERE n.network = {} \
              AND c.t_ms = (SELECT MAX(c2.t_ms) FROM client_count c2 WHERE c2.node_id = n.id)",
-            p(1)
+            self.sql_param(1)
         );
         if let Some(id) = only {
-            sql.push_str(&format!(" AND n.id = {}", p(2)));
+            sql.push_str(&format!(" AND n.id = {}", self.sql_param(2)));
             values.push(id.into());
         }
         sql.push_str(" ORDER BY c.node_id, c.seq DESC");
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
-            .await?;
+        let rows = self.raw_rows(sql, values).await?;
         let n = |v: i32| u32::try_from(v).unwrap_or(0);
         let mut out = HashMap::new();
         for row in rows {
@@ -1151,25 +1133,13 @@ impl Store {
     /// The gauges of each node's latest sample, for the nodes of a network.
     /// One statement (one indexed lookup per node).
     async fn latest_gauges(&self, network: &str) -> Result<HashMap<i64, NodeGauges>, StoreError> {
-        let backend = self.db.get_database_backend();
-        let p1 = match backend {
-            DbBackend::Postgres => "$1",
-            _ => "?",
-        };
         let sql = format!(
             "SELECT s.node_id, s.t_ms, s.load1, s.mem_total, s.mem_available, s.rootfs_size, \
              s.rootfs_free, s.uptime_ms FROM sample s JOIN node n ON s.node_id = n.id \
-             WHERE n.network = {p1} AND s.id = (SELECT s2.id FROM sample s2 \
-             WHERE s2.node_id = n.id ORDER BY s2.t_ms DESC, s2.id DESC LIMIT 1)"
+             WHERE n.network = {} AND s.id = {LATEST_SAMPLE_ID}",
+            self.sql_param(1)
         );
-        let rows = self
-            .db
-            .query_all_raw(Statement::from_sql_and_values(
-                backend,
-                sql,
-                [Value::from(network)],
-            ))
-            .await?;
+        let rows = self.raw_rows(sql, vec![Value::from(network)]).await?;
         let ratio = |free: i64, whole: i64| {
             (whole > 0).then(|| (1.0 - free as f64 / whole as f64).clamp(0.0, 1.0))
         };
