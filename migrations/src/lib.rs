@@ -19,6 +19,7 @@ mod m20261128_400000_accounts;
 mod m20261128_500000_topology_liveness;
 mod m20261128_600000_telemetry_base;
 mod m20261128_700000_alerts;
+mod m20261128_800000_link_reference;
 
 /// Every migration step, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -35,6 +36,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_500000_topology_liveness::Migration),
             Box::new(m20261128_600000_telemetry_base::Migration),
             Box::new(m20261128_700000_alerts::Migration),
+            Box::new(m20261128_800000_link_reference::Migration),
         ]
     }
 }

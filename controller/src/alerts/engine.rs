@@ -9,7 +9,7 @@ use std::time::Duration;
 use meshtable_store::alerts::{AlertChange, InputWindow};
 use meshtable_store::{Store, StoreError};
 use tokio::sync::watch;
-use tracing::{error, info, warn};
+use tracing::{debug, error, info, warn};
 
 use super::notify::{self, NotifyError};
 use super::rules::{self, Rules};
@@ -39,7 +39,8 @@ pub fn network_rules(network: &str, rules_json: Option<&str>) -> Rules {
 }
 
 /// Evaluates one network at `now_ms` and reconciles its alerts; returns the
-/// lifecycle changes made.
+/// lifecycle changes made. Takes the hour's link samples for the learned
+/// link references first (a no-op once the hour has them).
 pub async fn evaluate_network(
     store: &Store,
     network: &str,
@@ -47,9 +48,20 @@ pub async fn evaluate_network(
 ) -> Result<Vec<AlertChange>, EngineError> {
     let settings = store.alert_settings(network).await?;
     let rules = network_rules(network, settings.rules_json.as_deref());
+    // A failed learning step delays the learned references, nothing else.
+    match store.learn_link_references(network, now_ms).await {
+        Ok(0) => {}
+        Ok(links) => debug!(network, links, "link references learned"),
+        Err(e) => warn!(network, error = %e, "link reference learning failed"),
+    }
     let window = InputWindow {
         backfill_lag_ms: i64::from(rules.backfill_lag_seconds) * 1000,
-        uplink_samples: rules.uplink_samples as usize,
+        // No capacity, no saturation rule: skip the uplink queries.
+        uplink_intervals: if rules.uplink_capacity_bps.is_some() {
+            rules.uplink_intervals as usize
+        } else {
+            0
+        },
     };
     let facts = store.alert_inputs(network, now_ms, window).await?;
     let conditions = rules::evaluate(&facts, &rules, now_ms);

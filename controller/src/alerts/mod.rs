@@ -7,8 +7,10 @@
 //! | GET | `/api/v1/networks/{network}/alerts[?state=open\|all]` | ReadNodes | firing and acknowledged alerts (`all`: pending and resolved too) |
 //! | POST | `/api/v1/networks/{network}/alerts/{id}/ack` | ManageAlerts | firing -> acknowledged (409 when not firing) |
 //! | GET, PUT | `/api/v1/networks/{network}/alert-settings` | ManageAlerts | delivery and rule settings |
+//! | GET, PUT, DELETE | `/api/v1/networks/{network}/links/{from}/{to}/reference` | ReadNodes (GET), ManageAlerts | link references for `link_degraded` ([`links`]) |
 
 pub mod engine;
+pub mod links;
 pub mod notify;
 pub mod rules;
 
@@ -36,6 +38,7 @@ pub fn router() -> Router<AppState> {
             "/api/v1/networks/{network}/alert-settings",
             get(get_settings).put(put_settings),
         )
+        .merge(links::router())
 }
 
 #[derive(Serialize)]

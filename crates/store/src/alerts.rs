@@ -1,6 +1,18 @@
-//! Alerts: what the alert engine reads (per-node facts of a network) and
-//! what it keeps (alerts with their lifecycle, their events, and per-network
-//! settings).
+//! Alerts: what the alert engine reads (per-node and per-link facts of a
+//! network) and what it keeps (alerts with their lifecycle, their events,
+//! and per-network settings).
+//!
+//! # Inputs
+//!
+//! [`Store::alert_inputs`] reads, with one statement per kind and never one
+//! per node: the nodes and the links that are up (the topology graph, far
+//! ends joined), each node's latest live sample of the last hour, its
+//! distinct boots among the last hour's live samples, the p95 of its
+//! uplink's rates in the latest closed 5-minute intervals (from the
+//! `rollup` rows where they are current, else from the samples, the same
+//! way the history API does), which of those intervals hold a live sample,
+//! and the link references (`link_reference`). A sample is *live* when it
+//! was received within `backfill_lag_ms` of its series time.
 //!
 //! # Lifecycle
 //!
@@ -24,11 +36,13 @@ use std::collections::{HashMap, HashSet};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
+    Statement, Value,
 };
 use serde::{Deserialize, Serialize};
 
-use crate::entity::{interface_sample, node, node_extra, node_mesh, sample};
+use crate::entity::{interface_sample, node, rollup, rollup_dirty, sample};
+use crate::rollup::{FIVE_MINUTES_MS, floor_to, stats};
 use crate::time::rfc3339_ms;
 use crate::write::clean;
 use crate::{NodeStatus, Store, StoreError};
@@ -184,7 +198,7 @@ pub struct Alert {
     pub resolved_ms: Option<i64>,
 }
 
-mod opt_ms {
+pub(crate) mod opt_ms {
     use serde::{Deserialize, Deserializer, Serialize, Serializer};
 
     pub fn serialize<S: Serializer>(ms: &Option<i64>, s: S) -> Result<S::Ok, S::Error> {
@@ -298,6 +312,19 @@ pub struct SampleFacts {
     pub load5: f64,
 }
 
+/// One closed 5-minute interval of a node's uplink, as the rules read it.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct UplinkInterval {
+    /// The interval's start, Unix ms (a multiple of 5 minutes).
+    pub start_ms: i64,
+    /// The 95th percentile of the received rate in it, bits/s.
+    pub rx_p95: Option<f64>,
+    /// The 95th percentile of the sent rate in it, bits/s.
+    pub tx_p95: Option<f64>,
+    /// Whether the node sent a live (not backfilled) report in it.
+    pub live: bool,
+}
+
 /// One node as the alert rules see it at a time.
 #[derive(Debug, Clone, PartialEq)]
 pub struct NodeFacts {
@@ -315,15 +342,72 @@ pub struct NodeFacts {
     pub flapping: bool,
     /// A maintenance window covers it now.
     pub in_maintenance: bool,
-    /// Its latest live (not backfilled) sample in the look-back window.
+    /// Its latest live (not backfilled) sample of the last hour.
     pub latest: Option<SampleFacts>,
     /// Distinct boot ids among live samples of the last hour.
     pub boots_last_hour: u32,
-    /// Its uplink interface (from the gateway it reports).
+    /// Its uplink interface: the interface of the gateway it reports, when
+    /// the topology sees it as an uplink (not a route through the mesh).
     pub uplink: Option<String>,
-    /// Rates of the uplink in its latest live samples, newest first:
-    /// `(rx_bps, tx_bps)`, missing values as 0.
-    pub uplink_rates: Vec<(f64, f64)>,
+    /// The uplink's closed 5-minute intervals in the look-back window
+    /// ([`InputWindow::uplink_intervals`] of them, ending at the latest
+    /// 5-minute boundary), newest first; intervals without values are left
+    /// out.
+    pub uplink_intervals: Vec<UplinkInterval>,
+}
+
+/// A link direction's quality, measured or as a reference.
+#[derive(Debug, Clone, Copy, Default, PartialEq, Serialize, Deserialize)]
+pub struct LinkQuality {
+    /// Wifi signal of the mesh peer, dBm.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub signal_dbm: Option<f64>,
+    /// batman-adv transmit quality, 0-255 (higher is better).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tq: Option<f64>,
+    /// babel link cost (`cost`, else `rxcost`; lower is better).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cost: Option<f64>,
+}
+
+impl LinkQuality {
+    /// Whether no part is set.
+    pub fn is_empty(&self) -> bool {
+        self.signal_dbm.is_none() && self.tq.is_none() && self.cost.is_none()
+    }
+}
+
+/// One link direction (up) as the alert rules see it.
+#[derive(Debug, Clone, PartialEq)]
+pub struct LinkFacts {
+    /// The link's row id.
+    pub id: i64,
+    /// The reporting node.
+    pub source: String,
+    /// The reporter's interface.
+    pub source_ifname: String,
+    /// The far end: its node id when joined, else the neighbour's address.
+    pub target: String,
+    /// Whether `target` is a node of the network.
+    pub target_is_node: bool,
+    /// Latest report of the link, Unix ms.
+    pub last_seen_ms: i64,
+    /// Its quality in that report.
+    pub quality: LinkQuality,
+    /// The reference the operator set, if any.
+    pub operator: Option<LinkQuality>,
+    /// The learned reference (median of the hourly samples of the last 7
+    /// days), once there are at least 24 of them.
+    pub learned: Option<LinkQuality>,
+}
+
+/// What the alert rules read about a network at a time.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct NetworkFacts {
+    /// Every node, by node id.
+    pub nodes: Vec<NodeFacts>,
+    /// The link directions that are up, by source, interface and far end.
+    pub links: Vec<LinkFacts>,
 }
 
 /// How [`Store::alert_inputs`] tells live samples from backfilled ones and
@@ -332,11 +416,23 @@ pub struct NodeFacts {
 pub struct InputWindow {
     /// A sample received more than this after its series time is backfill.
     pub backfill_lag_ms: i64,
-    /// How many latest live samples of the uplink to return.
-    pub uplink_samples: usize,
+    /// How many closed 5-minute uplink intervals to return (0: none, the
+    /// uplink queries are skipped).
+    pub uplink_intervals: usize,
 }
 
 const HOUR_MS: i64 = 3_600_000;
+
+/// Ids per `IN (...)` list.
+const ID_CHUNK: usize = 1_000;
+
+/// The four bind placeholders of a raw statement on `backend`.
+fn placeholders(backend: DbBackend) -> [&'static str; 4] {
+    match backend {
+        DbBackend::Postgres => ["$1", "$2", "$3", "$4"],
+        _ => ["?", "?", "?", "?"],
+    }
+}
 
 impl Store {
     /// The alert settings of a network (defaults with `digest_ms` 0 when none are set).
@@ -370,11 +466,8 @@ impl Store {
         network: &str,
         s: &AlertSettings,
     ) -> Result<(), StoreError> {
+        use alert_settings::Column as C;
         let network = clean(network);
-        let txn = self.begin_write().await?;
-        let existing = alert_settings::Entity::find_by_id(network.clone())
-            .one(&txn)
-            .await?;
         let email = (!s.email_to.is_empty()).then(|| s.email_to.join(","));
         let model = alert_settings::ActiveModel {
             network: Set(network),
@@ -384,134 +477,352 @@ impl Store {
             smtp_server: Set(s.smtp_server.as_deref().map(clean)),
             digest_ms: Set(Ord::max(s.digest_ms, 0)),
             rules: Set(s.rules_json.as_deref().map(clean)),
-            last_digest_ms: Set(existing.as_ref().map_or(0, |e| e.last_digest_ms)),
+            last_digest_ms: Set(0),
         };
-        if existing.is_some() {
-            alert_settings::Entity::update(model).exec(&txn).await?;
-        } else {
-            alert_settings::Entity::insert(model)
-                .exec_without_returning(&txn)
-                .await?;
-        }
-        txn.commit().await?;
+        // One upsert, not a read then an insert: two first saves at once
+        // (two people, two controllers) must not fail on the primary key.
+        // The digest watermark of an existing row is kept.
+        alert_settings::Entity::insert(model)
+            .on_conflict(
+                sea_orm::sea_query::OnConflict::column(C::Network)
+                    .update_columns([
+                        C::WebhookUrl,
+                        C::EmailTo,
+                        C::EmailFrom,
+                        C::SmtpServer,
+                        C::DigestMs,
+                        C::Rules,
+                    ])
+                    .to_owned(),
+            )
+            .exec_without_returning(&self.db)
+            .await?;
         Ok(())
     }
 
-    /// What the alert rules read about every node of a network at `now_ms`.
+    /// What the alert rules read about a network at `now_ms`: every node
+    /// with its latest live sample, its boots of the last hour and its
+    /// uplink's latest closed 5-minute intervals, and the link directions
+    /// that are up with their references. One query per kind of fact, never
+    /// one per node; the samples of the last hour are not read one by one.
     pub async fn alert_inputs(
         &self,
         network: &str,
         now_ms: i64,
         window: InputWindow,
-    ) -> Result<Vec<NodeFacts>, StoreError> {
+    ) -> Result<NetworkFacts, StoreError> {
         let network = clean(network);
-        let nodes = node::Entity::find()
+        let Some(graph) = self.graph(&network, false, false).await? else {
+            return Ok(NetworkFacts::default());
+        };
+        let ids: HashMap<String, i64> = node::Entity::find()
+            .select_only()
+            .column(node::Column::Node)
+            .column(node::Column::Id)
             .filter(node::Column::Network.eq(network.clone()))
-            .order_by_asc(node::Column::Node)
-            .all(&self.db)
-            .await?;
-        let extra: HashMap<i64, node_extra::Model> = node_extra::Entity::find()
-            .filter(node_extra::Column::Network.eq(network.clone()))
+            .into_tuple::<(String, i64)>()
             .all(&self.db)
             .await?
             .into_iter()
-            .map(|e| (e.id, e))
             .collect();
         let silenced = self.maintenance_nodes(&network, now_ms).await?;
-        let ids: Vec<i64> = nodes.iter().map(|n| n.id).collect();
-        let gateways: HashMap<i64, String> = node_mesh::Entity::find()
-            .filter(node_mesh::Column::NodeId.is_in(ids.clone()))
-            .all(&self.db)
-            .await?
-            .into_iter()
-            .filter_map(|m| {
-                let g: meshtable_proto::Gateway =
-                    serde_json::from_str(m.gateway.as_deref()?).ok()?;
-                Some((m.node_id, g.ifname))
-            })
-            .collect();
-        // Live samples of the last hour, newest first. A sample is live when
-        // it arrived within `backfill_lag_ms` of its series time.
         let since = now_ms.saturating_sub(HOUR_MS);
-        let samples = sample::Entity::find()
-            .filter(sample::Column::NodeId.is_in(ids))
-            .filter(sample::Column::ReceivedMs.gte(since))
-            .filter(sample::Column::TMs.gte(since))
-            .filter(
-                Expr::col(sample::Column::ReceivedMs)
-                    .sub(Expr::col(sample::Column::TMs))
-                    .lte(window.backfill_lag_ms),
-            )
-            .order_by_desc(sample::Column::TMs)
-            .order_by_desc(sample::Column::Id)
-            .all(&self.db)
-            .await?;
-        let mut by_node: HashMap<i64, Vec<&sample::Model>> = HashMap::new();
-        for s in &samples {
-            by_node.entry(s.node_id).or_default().push(s);
-        }
-        // Uplink rates of the latest live samples.
-        let mut wanted: Vec<i64> = Vec::new();
-        for (node_id, list) in &by_node {
-            if gateways.contains_key(node_id) {
-                wanted.extend(list.iter().take(window.uplink_samples).map(|s| s.id));
-            }
-        }
-        let mut rates: HashMap<(i64, String), (f64, f64)> = HashMap::new();
-        for chunk in wanted.chunks(500) {
-            let rows = interface_sample::Entity::find()
-                .filter(interface_sample::Column::SampleId.is_in(chunk.to_vec()))
-                .all(&self.db)
-                .await?;
-            for r in rows {
-                rates.insert(
-                    (r.sample_id, r.name),
-                    (r.rx_bps.unwrap_or(0.0), r.tx_bps.unwrap_or(0.0)),
-                );
-            }
-        }
-        Ok(nodes
+        let lag = window.backfill_lag_ms;
+        let mut latest = self.latest_live_samples(&network, since, lag).await?;
+        let boots = self.live_boots(&network, since, lag).await?;
+        let uplinks: HashMap<i64, String> = if window.uplink_intervals == 0 {
+            HashMap::new()
+        } else {
+            graph
+                .nodes
+                .iter()
+                .filter(|n| n.uplink)
+                .filter_map(|n| Some((*ids.get(&n.node)?, n.gateway.as_ref()?.ifname.clone())))
+                .collect()
+        };
+        let mut intervals = self.uplink_intervals(&uplinks, now_ms, window).await?;
+        let links = self.link_facts(&graph.links).await?;
+        let nodes = graph
+            .nodes
             .into_iter()
             .map(|n| {
-                let e = extra.get(&n.id);
-                let list = by_node.get(&n.id).map(Vec::as_slice).unwrap_or(&[]);
-                let boots: HashSet<&str> = list.iter().map(|s| s.boot_id.as_str()).collect();
-                let uplink = gateways.get(&n.id).cloned();
-                let uplink_rates = match &uplink {
-                    Some(ifname) => list
-                        .iter()
-                        .take(window.uplink_samples)
-                        .map(|s| {
-                            rates
-                                .get(&(s.id, ifname.clone()))
-                                .copied()
-                                .unwrap_or((0.0, 0.0))
-                        })
-                        .collect(),
-                    None => Vec::new(),
-                };
+                let id = ids.get(&n.node).copied().unwrap_or(-1);
+                let uplink = uplinks.get(&id).cloned();
                 NodeFacts {
                     in_maintenance: silenced.contains(&n.node),
                     hostname: n.hostname,
-                    site: e.and_then(|e| e.site_id.clone()),
-                    status: NodeStatus::from_db(&n.status),
+                    site: n.site,
+                    status: n.status,
                     last_seen_ms: n.last_seen_ms,
-                    flapping: e.is_some_and(|e| e.flapping_since_ms.is_some()),
-                    latest: list.first().map(|s| SampleFacts {
-                        t_ms: s.t_ms,
-                        mem_total: s.mem_total,
-                        mem_available: s.mem_available,
-                        rootfs_size: s.rootfs_size,
-                        rootfs_free: s.rootfs_free,
-                        load5: s.load5,
-                    }),
-                    boots_last_hour: u32::try_from(boots.len()).unwrap_or(u32::MAX),
+                    flapping: n.flapping_since_ms.is_some(),
+                    latest: latest.remove(&id),
+                    boots_last_hour: boots.get(&id).copied().unwrap_or(0),
+                    uplink_intervals: if uplink.is_some() {
+                        intervals.remove(&id).unwrap_or_default()
+                    } else {
+                        Vec::new()
+                    },
                     uplink,
-                    uplink_rates,
                     node: n.node,
                 }
             })
-            .collect())
+            .collect();
+        Ok(NetworkFacts { nodes, links })
+    }
+
+    /// The latest live sample of the last hour of every node of a network
+    /// that has one: one statement, the newest row per node through the
+    /// `(node_id, t_ms)` index.
+    async fn latest_live_samples(
+        &self,
+        network: &str,
+        since: i64,
+        lag: i64,
+    ) -> Result<HashMap<i64, SampleFacts>, StoreError> {
+        let backend = self.db.get_database_backend();
+        let p = placeholders(backend);
+        let sql = format!(
+            "SELECT s.node_id, s.t_ms, s.mem_total, s.mem_available, s.rootfs_size, \
+             s.rootfs_free, s.load5 FROM sample s JOIN node n ON s.node_id = n.id \
+             WHERE n.network = {} AND s.id = (SELECT s2.id FROM sample s2 \
+             WHERE s2.node_id = n.id AND s2.t_ms >= {} AND s2.received_ms >= {} \
+             AND s2.received_ms - s2.t_ms <= {} ORDER BY s2.t_ms DESC, s2.id DESC LIMIT 1)",
+            p[0], p[1], p[2], p[3]
+        );
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [
+                    Value::from(network),
+                    Value::from(since),
+                    Value::from(since),
+                    Value::from(lag),
+                ],
+            ))
+            .await?;
+        let mut out = HashMap::new();
+        for row in rows {
+            out.insert(
+                row.try_get::<i64>("", "node_id")?,
+                SampleFacts {
+                    t_ms: row.try_get("", "t_ms")?,
+                    mem_total: row.try_get("", "mem_total")?,
+                    mem_available: row.try_get("", "mem_available")?,
+                    rootfs_size: row.try_get("", "rootfs_size")?,
+                    rootfs_free: row.try_get("", "rootfs_free")?,
+                    load5: row.try_get("", "load5")?,
+                },
+            );
+        }
+        Ok(out)
+    }
+
+    /// Distinct boot ids among the live samples of the last hour, per node
+    /// of a network: one grouped statement.
+    async fn live_boots(
+        &self,
+        network: &str,
+        since: i64,
+        lag: i64,
+    ) -> Result<HashMap<i64, u32>, StoreError> {
+        let backend = self.db.get_database_backend();
+        let p = placeholders(backend);
+        let sql = format!(
+            "SELECT s.node_id, COUNT(DISTINCT s.boot_id) AS boots FROM sample s \
+             JOIN node n ON s.node_id = n.id WHERE n.network = {} AND s.t_ms >= {} \
+             AND s.received_ms >= {} AND s.received_ms - s.t_ms <= {} GROUP BY s.node_id",
+            p[0], p[1], p[2], p[3]
+        );
+        let rows = self
+            .db
+            .query_all_raw(Statement::from_sql_and_values(
+                backend,
+                sql,
+                [
+                    Value::from(network),
+                    Value::from(since),
+                    Value::from(since),
+                    Value::from(lag),
+                ],
+            ))
+            .await?;
+        let mut out = HashMap::new();
+        for row in rows {
+            let boots: i64 = row.try_get("", "boots")?;
+            out.insert(
+                row.try_get::<i64>("", "node_id")?,
+                u32::try_from(boots).unwrap_or(u32::MAX),
+            );
+        }
+        Ok(out)
+    }
+
+    /// The latest `window.uplink_intervals` closed 5-minute intervals of
+    /// each uplink (node id -> interface), newest first: the p95 of the rx
+    /// and tx rates from the 5-minute rollups where they are current
+    /// (before the rollup watermark, hour not dirty), else computed the
+    /// same way from the samples; and whether each interval holds a live
+    /// sample. One query per kind: dirty hours, rollup rows, interface
+    /// samples of the part not rolled up, live sample times.
+    async fn uplink_intervals(
+        &self,
+        uplinks: &HashMap<i64, String>,
+        now_ms: i64,
+        window: InputWindow,
+    ) -> Result<HashMap<i64, Vec<UplinkInterval>>, StoreError> {
+        if uplinks.is_empty() || window.uplink_intervals == 0 {
+            return Ok(HashMap::new());
+        }
+        let k = i64::try_from(window.uplink_intervals).unwrap_or(i64::MAX);
+        let end = floor_to(now_ms, FIVE_MINUTES_MS);
+        let start = end.saturating_sub(k.saturating_mul(FIVE_MINUTES_MS));
+        let ids: Vec<i64> = uplinks.keys().copied().collect();
+        let mut names: Vec<String> = uplinks.values().map(|n| clean(n)).collect();
+        names.sort_unstable();
+        names.dedup();
+        let w = self.rollup_watermark().await?.unwrap_or(i64::MIN);
+        let mut dirty: HashSet<(i64, i64)> = HashSet::new();
+        if start < w {
+            for chunk in ids.chunks(ID_CHUNK) {
+                let rows: Vec<(i64, i64)> = rollup_dirty::Entity::find()
+                    .select_only()
+                    .column(rollup_dirty::Column::NodeId)
+                    .column(rollup_dirty::Column::BucketMs)
+                    .filter(rollup_dirty::Column::NodeId.is_in(chunk.iter().copied()))
+                    .filter(rollup_dirty::Column::BucketMs.gte(floor_to(start, HOUR_MS)))
+                    .filter(rollup_dirty::Column::BucketMs.lt(end))
+                    .into_tuple()
+                    .all(&self.db)
+                    .await?;
+                dirty.extend(rows);
+            }
+        }
+        let fresh = |node: i64, bucket: i64| {
+            bucket < w && !dirty.contains(&(node, floor_to(bucket, HOUR_MS)))
+        };
+        let on_uplink = |node: i64, name: &str| uplinks.get(&node).is_some_and(|u| u == name);
+        // (node, bucket) -> (rx p95, tx p95)
+        let mut p95: HashMap<(i64, i64), (Option<f64>, Option<f64>)> = HashMap::new();
+        if start < w {
+            for chunk in ids.chunks(ID_CHUNK) {
+                type Row = (i64, String, String, i64, Option<f64>);
+                let rows: Vec<Row> = rollup::Entity::find()
+                    .select_only()
+                    .columns([
+                        rollup::Column::NodeId,
+                        rollup::Column::Metric,
+                        rollup::Column::Interface,
+                        rollup::Column::BucketMs,
+                        rollup::Column::VP95,
+                    ])
+                    .filter(rollup::Column::NodeId.is_in(chunk.iter().copied()))
+                    .filter(rollup::Column::ResS.eq(300))
+                    .filter(rollup::Column::Metric.is_in(["rx_bps", "tx_bps"]))
+                    .filter(rollup::Column::Interface.is_in(names.clone()))
+                    .filter(rollup::Column::BucketMs.gte(start))
+                    .filter(rollup::Column::BucketMs.lt(Ord::min(end, w)))
+                    .into_tuple()
+                    .all(&self.db)
+                    .await?;
+                for (node, metric, iface, bucket, v) in rows {
+                    if !on_uplink(node, &iface) || !fresh(node, bucket) {
+                        continue;
+                    }
+                    let e = p95.entry((node, bucket)).or_default();
+                    if metric == "rx_bps" {
+                        e.0 = v;
+                    } else {
+                        e.1 = v;
+                    }
+                }
+            }
+        }
+        // The part not rolled up (from the watermark on, and dirty hours),
+        // from the samples: every stored value, as the rollup would take it.
+        let mut from: Option<i64> = (end > w).then(|| Ord::max(start, w));
+        for &(_, hour) in &dirty {
+            let h = Ord::max(hour, start);
+            from = Some(from.map_or(h, |f| Ord::min(f, h)));
+        }
+        if let Some(from) = from {
+            let mut values: HashMap<(i64, i64), (Vec<f64>, Vec<f64>)> = HashMap::new();
+            for chunk in ids.chunks(ID_CHUNK) {
+                type Row = (i64, i64, String, Option<f64>, Option<f64>);
+                let rows: Vec<Row> = interface_sample::Entity::find()
+                    .select_only()
+                    .column(sample::Column::NodeId)
+                    .column(sample::Column::TMs)
+                    .columns([
+                        interface_sample::Column::Name,
+                        interface_sample::Column::RxBps,
+                        interface_sample::Column::TxBps,
+                    ])
+                    .inner_join(sample::Entity)
+                    .filter(sample::Column::NodeId.is_in(chunk.iter().copied()))
+                    .filter(interface_sample::Column::Name.is_in(names.clone()))
+                    .filter(sample::Column::TMs.gte(from))
+                    .filter(sample::Column::TMs.lt(end))
+                    .into_tuple()
+                    .all(&self.db)
+                    .await?;
+                for (node, t, name, rx, tx) in rows {
+                    let bucket = floor_to(t, FIVE_MINUTES_MS);
+                    if !on_uplink(node, &name) || fresh(node, bucket) {
+                        continue;
+                    }
+                    let e = values.entry((node, bucket)).or_default();
+                    e.0.extend(rx.filter(|v| v.is_finite()));
+                    e.1.extend(tx.filter(|v| v.is_finite()));
+                }
+            }
+            for (key, (mut rx, mut tx)) in values {
+                let rx = stats(&mut rx).map(|s| s.p95);
+                let tx = stats(&mut tx).map(|s| s.p95);
+                if rx.is_some() || tx.is_some() {
+                    p95.insert(key, (rx, tx));
+                }
+            }
+        }
+        // Which intervals hold a live sample.
+        let mut live: HashSet<(i64, i64)> = HashSet::new();
+        for chunk in ids.chunks(ID_CHUNK) {
+            let rows: Vec<(i64, i64)> = sample::Entity::find()
+                .select_only()
+                .column(sample::Column::NodeId)
+                .column_as(Expr::col(sample::Column::TMs).div(FIVE_MINUTES_MS), "b")
+                .distinct()
+                .filter(sample::Column::NodeId.is_in(chunk.iter().copied()))
+                .filter(sample::Column::TMs.gte(start))
+                .filter(sample::Column::TMs.lt(end))
+                .filter(
+                    Expr::col(sample::Column::ReceivedMs)
+                        .sub(Expr::col(sample::Column::TMs))
+                        .lte(window.backfill_lag_ms),
+                )
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            live.extend(rows);
+        }
+        let mut out: HashMap<i64, Vec<UplinkInterval>> = HashMap::new();
+        for &node in &ids {
+            let list = (1..=k)
+                .filter_map(|i| {
+                    let b = end - i * FIVE_MINUTES_MS;
+                    let (rx, tx) = p95.get(&(node, b)).copied()?;
+                    (rx.is_some() || tx.is_some()).then_some(UplinkInterval {
+                        start_ms: b,
+                        rx_p95: rx,
+                        tx_p95: tx,
+                        live: live.contains(&(node, b / FIVE_MINUTES_MS)),
+                    })
+                })
+                .collect();
+            out.insert(node, list);
+        }
+        Ok(out)
     }
 
     /// Applies the conditions that hold at `now_ms` to a network's alerts
