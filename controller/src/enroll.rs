@@ -5,8 +5,9 @@
 //! | endpoint | who |
 //! |---|---|
 //! | `POST /api/v1/networks` `{"id","accept_unsigned"}` | a superadmin |
-//! | `POST /api/v1/networks/{network}/enroll-tokens` `{"site","ttl"}` | `ManageEnrollment` in the network; answers the token, once |
+//! | `POST /api/v1/networks/{network}/enroll-tokens` `{"site","ttl"}` | `ManageEnrollment` in the network (the site must exist in it); answers the token, once |
 //! | `GET /api/v1/networks/{network}/enroll-tokens` | `ManageEnrollment` (never the tokens themselves) |
+//! | `DELETE /api/v1/networks/{network}/enroll-tokens/{id}` | `ManageEnrollment`; an unused token stops working at once |
 //! | `GET /api/v1/networks/{network}/enrolled` | `ReadNodes` |
 //! | `POST /api/v1/networks/{network}/nodes/{node}/revoke` | `ManageNodes` |
 //! | `POST /api/v1/enroll` `{"token","public_key","hostname"}` | a router with a token (rate limited per source address) |
@@ -165,6 +166,9 @@ pub async fn revoke(
         .map_err(registry_error)?;
     if let Some(r) = registry {
         r.mark_revoked(node);
+        // With Mosquitto's files kept by this controller: answer once they
+        // no longer let the node in.
+        r.broker_synced(crate::mosquitto::SYNC_WAIT).await;
     }
     Ok(())
 }
@@ -199,6 +203,10 @@ pub fn router() -> Router<AppState> {
         .route(
             "/api/v1/networks/{network}/enroll-tokens",
             get(list_tokens).post(new_token),
+        )
+        .route(
+            "/api/v1/networks/{network}/enroll-tokens/{id}",
+            axum::routing::delete(revoke_token),
         )
         .route("/api/v1/networks/{network}/enrolled", get(enrolled))
         .route(
@@ -278,6 +286,15 @@ async fn new_token(
         }
         None => DEFAULT_TOKEN_TTL,
     };
+    // A token may only place its node into a site of the same network.
+    if let Some(site) = &b.site {
+        validate_id(site).map_err(|e| ApiError::BadRequest(format!("site: {e}")))?;
+        if s.store.site(&network, site).await?.is_none() {
+            return Err(ApiError::NotFound(format!(
+                "unknown site {site} in network {network}"
+            )));
+        }
+    }
     let created = create_token(&s.store, &network, b.site.as_deref(), ttl).await?;
     audit(
         &s.store,
@@ -303,6 +320,39 @@ async fn list_tokens(
             .await
             .map_err(registry_error)?,
     ))
+}
+
+async fn revoke_token(
+    State(s): State<AppState>,
+    caller: Caller,
+    Path((network, id)): Path<(String, String)>,
+) -> Result<StatusCode, ApiError> {
+    caller
+        .authorize_existing(&s.store, &network, Action::ManageEnrollment)
+        .await?;
+    let unknown = || ApiError::NotFound(format!("no enrollment token {id} in network {network}"));
+    let id_n: i64 = id.parse().map_err(|_| unknown())?;
+    match s
+        .store
+        .revoke_enroll_token(&network, id_n, now_ms())
+        .await
+        .map_err(registry_error)?
+    {
+        None => Err(unknown()),
+        Some(false) => Err(ApiError::Conflict(format!(
+            "enrollment token {id_n} was used or has expired"
+        ))),
+        Some(true) => {
+            audit(
+                &s.store,
+                &caller,
+                "enroll_token.revoke",
+                AuditTarget::in_network(&network, format!("enroll token {id_n}")),
+            )
+            .await?;
+            Ok(StatusCode::NO_CONTENT)
+        }
+    }
 }
 
 async fn enrolled(
@@ -452,6 +502,9 @@ async fn enroll(
         Err(e) => return Err(registry_error(e)),
     };
     reload(&s.registry).await;
+    // With Mosquitto's files kept by this controller: answer once they let
+    // the router in, so that it can connect at once.
+    s.registry.broker_synced(crate::mosquitto::SYNC_WAIT).await;
     let source_text = source.map(|ip| ip.to_string());
     let _ = record(
         &s.store,

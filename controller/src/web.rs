@@ -412,8 +412,24 @@ pub async fn network(
         Ok(n) => n,
         Err(e) => return store_failed(&e),
     };
-    let Some(net) = networks.iter().find(|n| n.id == network) else {
-        return denied(&ApiError::unknown_network(&network));
+    // A network without nodes yet (just created, or being onboarded) has
+    // a page too, with zeros, for those with a role in it.
+    let empty;
+    let net = match networks.iter().find(|n| n.id == network) {
+        Some(n) => n,
+        None => match s.store.network_known(&network).await {
+            Ok(true) => {
+                empty = NetworkSummary {
+                    id: network.clone(),
+                    nodes: 0,
+                    online: 0,
+                    offline: 0,
+                };
+                &empty
+            }
+            Ok(false) => return denied(&ApiError::unknown_network(&network)),
+            Err(e) => return store_failed(&e),
+        },
     };
     let viewer = Viewer::of(&caller);
     if !caller.can(&network, Action::ReadNodes) {

@@ -348,6 +348,20 @@ struct TokensAnswer {
     tokens: Vec<TokenView>,
 }
 
+/// The id of the caller's API token when it is narrowed to a network or a
+/// role: such a token lists and revokes only itself, never its owner's
+/// other tokens (whose labels and scopes name the owner's other networks).
+async fn narrowed_token(s: &AppState, caller: &Caller) -> Result<Option<i64>, ApiError> {
+    let Some(Via::Token { id, .. }) = caller.via() else {
+        return Ok(None);
+    };
+    Ok(s.store
+        .token(*id)
+        .await?
+        .filter(|t| t.network.is_some() || t.role.is_some())
+        .map(|t| t.id))
+}
+
 async fn list_tokens(
     State(s): State<AppState>,
     caller: Caller,
@@ -355,12 +369,14 @@ async fn list_tokens(
 ) -> Result<Json<TokensAnswer>, ApiError> {
     parse_query(raw.as_deref(), &[])?;
     let account = caller.require_user()?;
+    let only = narrowed_token(&s, &caller).await?;
     Ok(Json(TokensAnswer {
         tokens: s
             .store
             .tokens(Some(account.id))
             .await?
             .into_iter()
+            .filter(|t| only.is_none_or(|id| t.id == id))
             .map(TokenView::from)
             .collect(),
     }))
@@ -403,8 +419,10 @@ async fn create_token(
         json_body(&body)?
     };
     let network = parse_network(b.network)?;
+    // A token for a network the caller has no role in, or that does not
+    // exist (a superadmin sees every name): the same 404.
     if let Some(n) = &network
-        && !caller.sees(n)
+        && (!caller.sees(n) || !s.store.network_known(n).await?)
     {
         return Err(ApiError::unknown_network(n));
     }
@@ -448,6 +466,12 @@ async fn revoke_token(
     let id_n: i64 = id.parse().map_err(|_| unknown())?;
     let token = s.store.token(id_n).await?.ok_or_else(unknown)?;
     if token.user_id != account.id && !caller.is_superadmin() {
+        return Err(unknown());
+    }
+    if narrowed_token(&s, &caller)
+        .await?
+        .is_some_and(|own| own != id_n)
+    {
         return Err(unknown());
     }
     s.store.revoke_token(id_n, now_ms()).await?;

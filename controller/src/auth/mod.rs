@@ -17,7 +17,7 @@
 //! | `ReadAggregates` (counts, availability, traffic totals) | ✓ | ✓ | ✓ | ✓ | ✓ |
 //! | `ManageNodes`, `ManageAlerts`, `ManageMaintenance` | ✓ | ✓ | | | |
 //! | `ManageSites` | ✓ | | ✓ | | |
-//! | `ManageEnrollment` | ✓ | ✓ | ✓ | | |
+//! | `ManageEnrollment` | ✓ | | ✓ | | |
 //! | `ManageUsers`, `ReadAudit` | ✓ | | | | |
 //!
 //! A superadmin (the bootstrap admin, or anyone given the flag) is admin in
@@ -127,13 +127,14 @@ impl Role {
         use Action::*;
         let list: &[Action] = match self {
             Role::Admin => return Perms::ALL,
+            // Enrollment tokens are the trainers' (onboarding), not the
+            // operators': issue 5's role table.
             Role::Operator => &[
                 ReadNodes,
                 ReadAggregates,
                 ManageNodes,
                 ManageAlerts,
                 ManageMaintenance,
-                ManageEnrollment,
             ],
             Role::Trainer => &[ReadNodes, ReadAggregates, ManageSites, ManageEnrollment],
             Role::Funder => &[ReadAggregates],
@@ -185,7 +186,7 @@ pub enum Action {
     ManageMaintenance,
     /// Create and change sites.
     ManageSites,
-    /// Create and revoke enrollment tokens.
+    /// Create, list and revoke enrollment tokens.
     ManageEnrollment,
     /// Grant and take away roles in the network.
     ManageUsers,
@@ -656,7 +657,6 @@ mod tests {
                     ManageNodes,
                     ManageAlerts,
                     ManageMaintenance,
-                    ManageEnrollment,
                 ],
             ),
             (

@@ -484,4 +484,33 @@ impl Store {
             .await?;
         Ok(())
     }
+
+    /// Revokes an unused enrollment token of `network` by making it expire
+    /// at `now_ms` (a conditional update: a token used at the same moment
+    /// stays used). `None`: no such token in that network; `Some(false)`:
+    /// it was used or had expired already, nothing changed.
+    pub async fn revoke_enroll_token(
+        &self,
+        network: &str,
+        id: i64,
+        now_ms: i64,
+    ) -> Result<Option<bool>, RegistryError> {
+        let res = enroll_token::Entity::update_many()
+            .col_expr(enroll_token::Column::ExpiresMs, Expr::value(now_ms))
+            .filter(enroll_token::Column::Id.eq(id))
+            .filter(enroll_token::Column::Network.eq(network))
+            .filter(enroll_token::Column::UsedMs.is_null())
+            .filter(enroll_token::Column::ExpiresMs.gt(now_ms))
+            .exec(&self.db)
+            .await?;
+        if res.rows_affected > 0 {
+            return Ok(Some(true));
+        }
+        let exists = enroll_token::Entity::find_by_id(id)
+            .filter(enroll_token::Column::Network.eq(network))
+            .one(&self.db)
+            .await?
+            .is_some();
+        Ok(exists.then_some(false))
+    }
 }
