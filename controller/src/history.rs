@@ -19,7 +19,8 @@ use tracing::{debug, error, info};
 use crate::config::HistoryConfig;
 use crate::ingest::now_ms;
 
-/// Reconcile steps (one hour of the fleet each) per batch of a run.
+/// Reconcile steps per batch of a run (a catch-up step covers 1 to 24 hours
+/// of the fleet, sized to its sample rate; see `meshtable_store::rollup`).
 pub const RECONCILE_STEPS: u32 = 24;
 /// Rows per retention chunk.
 pub const RETENTION_CHUNK: u64 = 10_000;

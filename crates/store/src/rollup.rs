@@ -23,11 +23,15 @@
 //!    the watermark is rolled up;
 //! 2. recomputes a bounded number of **dirty** (node, hour) pairs from their
 //!    samples, replacing their 5-minute and hourly rows;
-//! 3. rolls up the next closed hour that has samples (an hour is closed
-//!    [`HistoryPolicy::grace_ms`] after its end), for every node, and moves
-//!    the watermark past it. Hours without samples are skipped by one
-//!    indexed lookup, so the first run over old data does not walk empty
-//!    years.
+//! 3. rolls up the next closed hours from the first that has samples (an
+//!    hour is closed [`HistoryPolicy::grace_ms`] after its end), for every
+//!    node, and moves the watermark past them. Hours without samples are
+//!    skipped by one indexed lookup, so the first run over old data does not
+//!    walk empty years. A step covers one hour at first, then as many whole
+//!    hours (up to 24) as hold about 150,000 samples at the rate the last
+//!    step saw, so a backlog (a first run over imported history, a long
+//!    outage) goes in few large steps while each still holds the write lock
+//!    briefly; see `catchup` for how a step reads, groups and writes.
 //!
 //! The ingest write path marks a (node, hour) dirty in the transaction that
 //! stores a sample placed before the watermark (a late or backfilled
@@ -55,6 +59,8 @@ use sea_orm::{
     QueryFilter, QueryOrder, QuerySelect,
 };
 use serde::{Deserialize, Serialize};
+
+mod catchup;
 
 use crate::derive::used_ratio;
 use crate::entity::{interface_sample, node, rollup, rollup_dirty, rollup_state, sample};
@@ -94,6 +100,23 @@ const WATERMARK: &str = "rollup";
 const DIRTY_PER_STEP: u64 = 200;
 /// Bind parameters per statement (see `batch`).
 const MAX_PARAMS: usize = 30_000;
+/// Samples a catch-up step aims to roll up in one transaction: enough that
+/// a long backlog goes in few, large steps (each rollup index page is
+/// touched once per step, not once per hour), few enough that a step holds
+/// the write lock for a second or two.
+const STEP_SAMPLES: u64 = 150_000;
+/// Most hours one catch-up step covers.
+const MAX_STEP_HOURS: i64 = 24;
+
+/// Hours the next catch-up step covers, after `hours` hours with samples
+/// held `samples` samples.
+fn next_span(samples: u64, hours: i64) -> i64 {
+    let per_hour = samples / u64::try_from(hours.max(1)).unwrap_or(1);
+    let span = STEP_SAMPLES / per_hour.max(1);
+    i64::try_from(span)
+        .unwrap_or(MAX_STEP_HOURS)
+        .clamp(1, MAX_STEP_HOURS)
+}
 
 /// How long history is kept and when an hour is rolled up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -552,6 +575,9 @@ impl Store {
         let mut report = ReconcileReport::default();
         let closed_until = floor_to(now_ms.saturating_sub(policy.grace_ms), HOUR_MS);
         let raw_cutoff = now_ms.saturating_sub(policy.raw_retention_ms);
+        // Hours per catch-up step: one at first, then as many as hold about
+        // STEP_SAMPLES samples at the rate the last step saw.
+        let mut span_hours: i64 = 1;
         for _ in 0..max_steps {
             let txn = self.begin_write().await?;
             let mut w = watermark(&txn, true).await?;
@@ -624,16 +650,17 @@ impl Store {
                     .await?;
                 match next.map(|t| floor_to(t, HOUR_MS)) {
                     Some(hour) if hour < closed_until => {
-                        let mut b = Buckets::default();
-                        let want = Want {
-                            resolutions: &BOTH,
-                            only: None,
-                        };
-                        b.collect(&txn, &want, None, hour, hour + HOUR_MS).await?;
-                        report.samples += b.samples;
-                        report.rows += upsert(&txn, b.into_rows()).await?;
-                        report.hours += 1;
-                        w = Some(hour + HOUR_MS);
+                        let to = hour
+                            .saturating_add(span_hours.saturating_mul(HOUR_MS))
+                            .min(closed_until);
+                        let r = catchup::roll_range(&txn, hour, to).await?;
+                        report.samples += r.samples;
+                        report.rows += r.rows;
+                        report.hours += r.hours;
+                        // The rate of the hours that held samples: a gap does not
+                        // make the next step larger.
+                        span_hours = next_span(r.samples, i64::try_from(r.hours).unwrap_or(1));
+                        w = Some(to);
                     }
                     _ => w = Some(closed_until),
                 }
@@ -839,6 +866,18 @@ mod tests {
         let mut a = vec![0.1, 1e16, 0.2, -1e16, 0.3];
         let mut b = vec![-1e16, 0.3, 0.2, 1e16, 0.1];
         assert_eq!(stats(&mut a), stats(&mut b));
+    }
+
+    #[test]
+    fn catch_up_step_size() {
+        // 1,000 nodes at 60 s: 60,000 samples an hour, two hours a step.
+        assert_eq!(next_span(60_000, 1), 2);
+        assert_eq!(next_span(120_000, 2), 2);
+        // 10,000 nodes: one hour, never less.
+        assert_eq!(next_span(600_000, 1), 1);
+        // A small fleet: a day, never more.
+        assert_eq!(next_span(120, 1), MAX_STEP_HOURS);
+        assert_eq!(next_span(0, 0), MAX_STEP_HOURS);
     }
 
     #[test]
