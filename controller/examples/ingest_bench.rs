@@ -160,28 +160,25 @@ fn start_controller(
     }
 }
 
-/// Removes the persistent sessions the controller left on the broker.
-async fn purge_sessions(host: &str, port: u16, client_id: &str) {
-    for conn in 0..meshtable::ingest::SHARED_CONNECTIONS {
-        let id = meshtable::ingest::connection_client_id(client_id, conn);
-        let mut o = rumqttc::MqttOptions::new(id, host, port);
-        o.set_clean_session(true);
-        let (client, mut el) = rumqttc::AsyncClient::new(o, 4);
-        let _ = tokio::time::timeout(Duration::from_secs(3), async {
-            loop {
-                match el.poll().await {
-                    Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
-                        let _ = client.try_disconnect();
-                    }
-                    Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => {
-                        return;
-                    }
-                    Ok(_) => {}
+/// Removes the persistent session the controller left on the broker.
+async fn purge_session(host: &str, port: u16, client_id: &str) {
+    let mut o = rumqttc::MqttOptions::new(client_id, host, port);
+    o.set_clean_session(true);
+    let (client, mut el) = rumqttc::AsyncClient::new(o, 4);
+    let _ = tokio::time::timeout(Duration::from_secs(3), async {
+        loop {
+            match el.poll().await {
+                Ok(rumqttc::Event::Incoming(rumqttc::Packet::ConnAck(_))) => {
+                    let _ = client.try_disconnect();
                 }
+                Ok(rumqttc::Event::Outgoing(rumqttc::Outgoing::Disconnect)) | Err(_) => {
+                    return;
+                }
+                Ok(_) => {}
             }
-        })
-        .await;
-    }
+        }
+    })
+    .await;
 }
 
 fn count_config(host: &str, port: u16, network: &str, expect: u64) -> CountConfig {
@@ -307,7 +304,7 @@ async fn main() -> anyhow::Result<()> {
     let count = store.sample_count().await? - before;
     let text = std::fs::read_to_string(&controller.log).unwrap_or_default();
     drop(controller);
-    purge_sessions(&host, port, &client_id).await;
+    purge_session(&host, port, &client_id).await;
     let Some(done_at) = done_at else {
         bail!(
             "[{}] the controller committed {count} of {} reports and stopped making progress; log tail:\n{}",

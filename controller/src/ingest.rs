@@ -49,12 +49,12 @@ use tracing::{debug, error, info, warn};
 
 use crate::config::{Broker, Config};
 use crate::metrics::Metrics;
-use crate::reassemble::{Reassembly, persist_bases};
+use crate::reassemble::Reassembly;
 use crate::registry::Registry;
 
 /// Capacity of the channel between the event loop and the writer: larger
 /// than the in-flight window of common brokers.
-pub const QUEUE_CAPACITY: usize = 256;
+pub const QUEUE_CAPACITY: usize = 1024;
 
 /// Most messages the writer records in one transaction.
 pub const BATCH_MAX: usize = 500;
@@ -269,57 +269,16 @@ impl Drop for EndGuard {
 struct Item {
     publish: Publish,
     received_ms: i64,
-    /// The ingest connection it came on (index into the writer's clients).
-    conn: usize,
-    /// That connection's epoch (reconnect count) when it came.
+    /// The connection's epoch (reconnect count) when it came.
     epoch: u64,
-}
-
-/// Ingest connections on a broker with shared subscriptions (see
-/// [`connections_for`]).
-///
-/// One: members of a share group get a node's messages in any order, and a
-/// compact (v2) telemetry report decodes only after its predecessor, so with
-/// several connections a replayed spool lost reports as `missing_base` (the
-/// netns outage test on Mosquitto showed it). More connections need ingest to
-/// order each node's telemetry by seq across connections first.
-pub const SHARED_CONNECTIONS: usize = 1;
-
-/// How many MQTT connections ingest opens for `filter`: several members of
-/// the shared subscription when it is one (`$share/...`), else one.
-///
-/// A broker sends a connection no more unacknowledged QoS 1 messages than
-/// its in-flight window (Mosquitto: 20), and ingest acknowledges only after
-/// commit, so one connection gets at most a window per commit. Several
-/// connections in the same share group multiply the messages each commit
-/// takes. Members of a share group share the flow message by message, so
-/// two messages of one node can take different connections; the store
-/// orders telemetry by seq, and ingest then acks each connection's messages
-/// in the order that connection received them.
-pub fn connections_for(filter: &str) -> usize {
-    if filter.starts_with("$share/") {
-        SHARED_CONNECTIONS
-    } else {
-        1
-    }
-}
-
-/// The client id of ingest connection `conn`: the configured id for the
-/// first, `<id>-<conn>` for the others (each keeps its own persistent session).
-pub fn connection_client_id(client_id: &str, conn: usize) -> String {
-    if conn == 0 {
-        client_id.to_owned()
-    } else {
-        format!("{client_id}-{conn}")
-    }
 }
 
 /// The running ingest pipeline.
 #[derive(Debug)]
 pub struct Ingest {
-    clients: Vec<AsyncClient>,
+    client: AsyncClient,
     status: watch::Receiver<IngestStatus>,
-    event_loops: Vec<JoinHandle<()>>,
+    event_loop: JoinHandle<()>,
     writer: JoinHandle<()>,
     filter: String,
     progress: Arc<Progress>,
@@ -345,32 +304,22 @@ impl Ingest {
         });
         let (ended_tx, ended) = watch::channel(false);
         let writer_guard = EndGuard(ended_tx.clone());
-        let mut clients = Vec::new();
-        let mut epochs = Vec::new();
-        let mut event_loops = Vec::new();
-        for conn in 0..connections_for(&filter) {
-            let mut options = options.clone();
-            options.set_client_id(connection_client_id(&options.client_id(), conn));
-            let (client, eventloop) = AsyncClient::new(options, 64);
-            let epoch = Arc::new(AtomicU64::new(0));
-            event_loops.push(tokio::spawn(
-                EventLoopTask {
-                    eventloop,
-                    client: client.clone(),
-                    conn,
-                    tx: Some(tx.clone()),
-                    overflow: VecDeque::new(),
-                    epoch: epoch.clone(),
-                    filter: filter.clone(),
-                    status: status_tx.clone(),
-                    stop: stop.clone(),
-                    progress: progress.clone(),
-                }
-                .run(EndGuard(ended_tx.clone())),
-            ));
-            clients.push(client);
-            epochs.push(epoch);
-        }
+        let (client, eventloop) = AsyncClient::new(options, 64);
+        let epoch = Arc::new(AtomicU64::new(0));
+        let event_loop = tokio::spawn(
+            EventLoopTask {
+                eventloop,
+                client: client.clone(),
+                tx: Some(tx.clone()),
+                overflow: VecDeque::new(),
+                epoch: epoch.clone(),
+                filter: filter.clone(),
+                status: status_tx.clone(),
+                stop: stop.clone(),
+                progress: progress.clone(),
+            }
+            .run(EndGuard(ended_tx.clone())),
+        );
         drop(tx);
         let writer = tokio::spawn(
             Writer {
@@ -378,8 +327,8 @@ impl Ingest {
                 store,
                 metrics,
                 registry,
-                clients: clients.clone(),
-                epochs,
+                client: client.clone(),
+                epoch,
                 stop,
                 progress: progress.clone(),
                 held: None,
@@ -389,9 +338,9 @@ impl Ingest {
             .run(writer_guard),
         );
         Ingest {
-            clients,
+            client,
             status,
-            event_loops,
+            event_loop,
             writer,
             filter,
             progress,
@@ -433,33 +382,27 @@ impl Ingest {
     /// the rest unacknowledged for the broker to deliver again.
     pub async fn shutdown(self, timeout: Duration) {
         let Ingest {
-            clients,
-            event_loops,
+            client,
+            event_loop,
             writer,
             ..
         } = self;
         let writer_abort = writer.abort_handle();
-        let loop_aborts: Vec<_> = event_loops.iter().map(|l| l.abort_handle()).collect();
+        let loop_abort = event_loop.abort_handle();
         let finish = async {
             if let Err(e) = writer.await {
                 error!(error = %e, "ingest writer failed");
             }
             // Queued after the writer's acks, so sent after them.
-            for client in &clients {
-                let _ = client.disconnect().await;
-            }
-            for event_loop in event_loops {
-                if let Err(e) = event_loop.await {
-                    error!(error = %e, "ingest event loop failed");
-                }
+            let _ = client.disconnect().await;
+            if let Err(e) = event_loop.await {
+                error!(error = %e, "ingest event loop failed");
             }
         };
         if tokio::time::timeout(timeout, finish).await.is_err() {
             warn!("ingest did not finish in time, unacknowledged messages stay with the broker");
             writer_abort.abort();
-            for abort in loop_aborts {
-                abort.abort();
-            }
+            loop_abort.abort();
         }
     }
 }
@@ -467,8 +410,6 @@ impl Ingest {
 struct EventLoopTask {
     eventloop: EventLoop,
     client: AsyncClient,
-    /// This connection's index.
-    conn: usize,
     tx: Option<mpsc::Sender<Item>>,
     overflow: VecDeque<Item>,
     epoch: Arc<AtomicU64>,
@@ -501,9 +442,7 @@ impl EventLoopTask {
                     let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
                     info!(
                         session_present = ack.session_present,
-                        conn = self.conn,
-                        epoch,
-                        "mqtt connected"
+                        epoch, "mqtt connected"
                     );
                     failures = 0;
                     backoff = BACKOFF_MIN;
@@ -536,7 +475,6 @@ impl EventLoopTask {
                         self.overflow.push_back(Item {
                             publish,
                             received_ms: now_ms(),
-                            conn: self.conn,
                             epoch: self.epoch.load(Ordering::SeqCst),
                         });
                     }
@@ -644,10 +582,10 @@ struct Writer {
     metrics: Arc<Metrics>,
     /// Verifies every message (network, signature, topic) before decoding.
     registry: Arc<Registry>,
-    /// One client per ingest connection, by [`Item::conn`].
-    clients: Vec<AsyncClient>,
-    /// Each connection's epoch, by [`Item::conn`].
-    epochs: Vec<Arc<AtomicU64>>,
+    /// The ingest client, for the acks.
+    client: AsyncClient,
+    /// The connection's epoch (reconnect count).
+    epoch: Arc<AtomicU64>,
     stop: watch::Receiver<bool>,
     progress: Arc<Progress>,
     /// A message taken that starts the next batch.
@@ -706,8 +644,8 @@ impl Writer {
                 None => None,
                 Some(Decoded::Rejected { reason, detail }) => {
                     self.metrics.rejected(reason);
-                    let topic = escape_topic(&item.publish.topic);
-                    warn!(topic = %topic, reason, error = %detail, "report rejected");
+                    self.registry
+                        .log_rejected(&item.publish.topic, reason, &detail);
                     None
                 }
                 Some(Decoded::Report(topic, report)) => {
@@ -754,33 +692,10 @@ impl Writer {
             self.abandoned = true;
             return;
         }
-        // Before the acks: a restart must find the base of what follows.
-        let reports: Vec<(&Topic, &Report)> = batch
-            .iter()
-            .filter_map(|t| t.report.as_ref().map(|(topic, r)| (topic, r.as_ref())))
-            .collect();
-        if !persist_bases(
-            &self.store,
-            &self.metrics,
-            &mut self.stop,
-            &reports,
-            now_ms(),
-        )
-        .await
-        {
-            warn!("store unavailable at shutdown, leaving queued messages unacknowledged");
-            self.abandoned = true;
-            return;
-        }
-        let epochs: Vec<u64> = self
-            .epochs
-            .iter()
-            .map(|e| e.load(Ordering::SeqCst))
-            .collect();
+        let epoch = self.epoch.load(Ordering::SeqCst);
         for taken in &batch {
-            let conn = taken.item.conn;
-            if taken.item.epoch == epochs[conn] {
-                if let Err(e) = self.clients[conn].ack(&taken.item.publish).await {
+            if taken.item.epoch == epoch {
+                if let Err(e) = self.client.ack(&taken.item.publish).await {
                     warn!(error = %e, "cannot queue an ack");
                 }
             } else {
@@ -864,15 +779,6 @@ impl Writer {
             }
         }
     }
-}
-
-/// A topic for a log line: at most 200 characters, control characters escaped.
-fn escape_topic(topic: &str) -> String {
-    topic
-        .chars()
-        .take(200)
-        .flat_map(char::escape_default)
-        .collect()
 }
 
 #[cfg(test)]
@@ -1016,11 +922,5 @@ mod tests {
             e.to_string(),
             "the broker refused the subscription to meshtable/v1/+/+/+"
         );
-    }
-
-    #[test]
-    fn topics_in_logs_are_escaped_and_short() {
-        assert_eq!(escape_topic("a\nb"), "a\\nb");
-        assert_eq!(escape_topic(&"x".repeat(500)).len(), 200);
     }
 }

@@ -14,29 +14,23 @@
 //!                           stored (duplicate); else refused `missing_base`
 //! ```
 //!
-//! Restarts: the controller persists every node's last full report
-//! ([`Store::save_telemetry_bases`]) after its batch committed and before
-//! acknowledging it. So the stored base is a committed report, and the
-//! messages after it are either committed too or still unacknowledged,
-//! which the broker delivers again after the restart: each is then the
-//! base's successor (decoded) or at or below it (a duplicate). A kill -9
-//! between the commit and the base write leaves an older base, and the
-//! whole unacknowledged batch comes again and reassembles on it.
+//! Restarts: [`Store::record_batch`] stores every node's last full report
+//! as its base (`telemetry_base`) in the batch's own transaction, which
+//! commits before ingest acknowledges the batch. So the stored base is a
+//! committed report, and the messages after it are either committed too or
+//! still unacknowledged, which the broker delivers again after the restart:
+//! each is then the base's successor (decoded) or at or below it (a
+//! duplicate).
 
 use std::collections::{HashMap, HashSet};
-use std::time::Duration;
 
 use meshtable_proto::{DecodeError, Kind, Reassembler, Report, Telemetry, Topic};
 use meshtable_store::Store;
-use tokio::sync::watch;
-use tracing::{debug, error, warn};
+use tracing::{debug, warn};
 
 use crate::ingest::{Decoded, decode};
 use crate::metrics::Metrics;
 use crate::registry::Registry;
-
-const BACKOFF_MIN: Duration = Duration::from_millis(100);
-const BACKOFF_MAX: Duration = Duration::from_secs(30);
 
 /// The reassembler's key of a topic's node.
 fn key_of(topic: &Topic) -> String {
@@ -199,46 +193,5 @@ impl Reassembly {
         self.reassembler.forget(&key);
         self.newest.remove(&key);
         self.looked_up.remove(&key);
-    }
-}
-
-/// Persists the last telemetry report of each node of a committed batch
-/// ([`Store::save_telemetry_bases`]), retrying with backoff until it works.
-/// Returns false only when shutdown interrupts the retries (the batch is
-/// then left unacknowledged).
-pub async fn persist_bases(
-    store: &Store,
-    metrics: &Metrics,
-    stop: &mut watch::Receiver<bool>,
-    reports: &[(&Topic, &Report)],
-    now_ms: i64,
-) -> bool {
-    let bases: Vec<(&str, &str, &Telemetry)> = reports
-        .iter()
-        .filter_map(|(topic, report)| match report {
-            Report::Telemetry(t) => Some((topic.network.as_str(), topic.node.as_str(), t)),
-            _ => None,
-        })
-        .collect();
-    if bases.is_empty() {
-        return true;
-    }
-    let mut backoff = BACKOFF_MIN;
-    loop {
-        match store.save_telemetry_bases(&bases, now_ms).await {
-            Ok(()) => return true,
-            Err(e) => {
-                metrics.store_error();
-                error!(nodes = bases.len(), error = %e, retry_in = ?backoff, "cannot store telemetry bases");
-                if *stop.borrow() {
-                    return false;
-                }
-                tokio::select! {
-                    _ = tokio::time::sleep(backoff) => {}
-                    _ = stop.changed() => {}
-                }
-                backoff = (backoff * 2).min(BACKOFF_MAX);
-            }
-        }
     }
 }

@@ -655,13 +655,8 @@ impl Drop for Controller {
         }
         if self.external_broker {
             // The controller's persistent session would otherwise collect
-            // messages on the shared broker forever. On a shared
-            // subscription ingest opens 4 connections: `<id>`, `<id>-1` ..
-            // `<id>-3` (meshtable::ingest::connection_client_id).
+            // messages on the shared broker forever.
             crate::purge_session(&self.mqtt_url, &self.client_id);
-            for k in 1..4 {
-                crate::purge_session(&self.mqtt_url, &format!("{}-{k}", self.client_id));
-            }
         }
     }
 }

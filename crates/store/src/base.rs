@@ -1,14 +1,17 @@
 //! The last full telemetry report of every node (table `telemetry_base`),
 //! for the controller's reassembly of compact (v2) reports after a restart.
 //!
-//! The controller writes a node's base after the batch holding the report
-//! committed and before it acknowledges the batch, so the stored base is
-//! always a committed report, and every report after it is either stored
-//! with it or still unacknowledged (the broker delivers it again).
+//! [`Store::record_batch`] writes the base of each node's last telemetry
+//! report in the batch's own transaction, so the stored base is always a
+//! committed report, and every report after it is either stored with it or
+//! still unacknowledged (the broker delivers it again).
+
+use std::collections::HashMap;
 
 use meshtable_proto::{Telemetry, encode_cbor};
-use sea_orm::{ConnectionTrait, DbBackend, Statement, Value};
+use sea_orm::{ConnectionTrait, Statement, Value};
 
+use crate::batch::placeholder;
 use crate::{Store, StoreError};
 
 /// One interface of one stored sample, as [`Store::interface_rows`] reads it.
@@ -45,11 +48,64 @@ pub struct TelemetryBase {
     pub report: Vec<u8>,
 }
 
-fn placeholder(backend: DbBackend, n: usize) -> String {
-    match backend {
-        DbBackend::Postgres => format!("${n}"),
-        _ => "?".to_owned(),
+/// [`Store::save_telemetry_bases`] on a connection or in a transaction
+/// (`record_batch` writes the bases of its reports in its own).
+pub(crate) async fn save_bases(
+    conn: &impl ConnectionTrait,
+    bases: &[(&str, &str, &Telemetry)],
+    now_ms: i64,
+) -> Result<(), StoreError> {
+    // One row per node: PostgreSQL refuses an upsert touching a row twice.
+    let mut rows: Vec<(&str, &str, &Telemetry)> = Vec::new();
+    let mut index: HashMap<(&str, &str), usize> = HashMap::new();
+    for &(network, node, t) in bases {
+        match index.get(&(network, node)) {
+            Some(&i) => {
+                let r = &mut rows[i];
+                if r.2.boot_id != t.boot_id || r.2.seq < t.seq {
+                    r.2 = t;
+                }
+            }
+            None => {
+                index.insert((network, node), rows.len());
+                rows.push((network, node, t));
+            }
+        }
     }
+    let backend = conn.get_database_backend();
+    // 6 values a row; stay far below SQLite's parameter limit.
+    for chunk in rows.chunks(1000) {
+        let mut values = Vec::with_capacity(chunk.len() * 6);
+        let mut tuples = Vec::with_capacity(chunk.len());
+        for (network, node, t) in chunk {
+            let base = values.len();
+            tuples.push(format!(
+                "({})",
+                (1..=6)
+                    .map(|i| placeholder(backend, base + i))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ));
+            values.push(Value::from((*network).to_owned()));
+            values.push(Value::from((*node).to_owned()));
+            values.push(Value::from(t.boot_id.clone()));
+            values.push(Value::from(i64::try_from(t.seq).unwrap_or(i64::MAX)));
+            values.push(Value::from(encode_cbor(*t)));
+            values.push(Value::from(now_ms));
+        }
+        let sql = format!(
+            "INSERT INTO telemetry_base (network, node, boot_id, seq, report, updated_ms) \
+             VALUES {} ON CONFLICT (network, node) DO UPDATE SET \
+             boot_id = excluded.boot_id, seq = excluded.seq, report = excluded.report, \
+             updated_ms = excluded.updated_ms \
+             WHERE telemetry_base.boot_id <> excluded.boot_id \
+             OR telemetry_base.seq < excluded.seq",
+            tuples.join(", ")
+        );
+        conn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
+    }
+    Ok(())
 }
 
 impl Store {
@@ -63,50 +119,7 @@ impl Store {
         bases: &[(&str, &str, &Telemetry)],
         now_ms: i64,
     ) -> Result<(), StoreError> {
-        // One row per node: PostgreSQL refuses an upsert touching a row twice.
-        let mut rows: Vec<(&str, &str, &Telemetry)> = Vec::new();
-        for &(network, node, t) in bases {
-            match rows.iter_mut().find(|r| r.0 == network && r.1 == node) {
-                Some(r) if r.2.boot_id != t.boot_id || r.2.seq < t.seq => r.2 = t,
-                Some(_) => {}
-                None => rows.push((network, node, t)),
-            }
-        }
-        let backend = self.db.get_database_backend();
-        // 6 values a row; stay far below SQLite's parameter limit.
-        for chunk in rows.chunks(1000) {
-            let mut values = Vec::with_capacity(chunk.len() * 6);
-            let mut tuples = Vec::with_capacity(chunk.len());
-            for (network, node, t) in chunk {
-                let base = values.len();
-                tuples.push(format!(
-                    "({})",
-                    (1..=6)
-                        .map(|i| placeholder(backend, base + i))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-                values.push(Value::from((*network).to_owned()));
-                values.push(Value::from((*node).to_owned()));
-                values.push(Value::from(t.boot_id.clone()));
-                values.push(Value::from(i64::try_from(t.seq).unwrap_or(i64::MAX)));
-                values.push(Value::from(encode_cbor(*t)));
-                values.push(Value::from(now_ms));
-            }
-            let sql = format!(
-                "INSERT INTO telemetry_base (network, node, boot_id, seq, report, updated_ms) \
-                 VALUES {} ON CONFLICT (network, node) DO UPDATE SET \
-                 boot_id = excluded.boot_id, seq = excluded.seq, report = excluded.report, \
-                 updated_ms = excluded.updated_ms \
-                 WHERE telemetry_base.boot_id <> excluded.boot_id \
-                 OR telemetry_base.seq < excluded.seq",
-                tuples.join(", ")
-            );
-            self.db
-                .execute_raw(Statement::from_sql_and_values(backend, sql, values))
-                .await?;
-        }
-        Ok(())
+        save_bases(&self.db, bases, now_ms).await
     }
 
     /// The stored base of a node, if any.

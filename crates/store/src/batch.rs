@@ -23,7 +23,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use meshtable_proto::{Hello, Message, Report, Status, Telemetry};
-use sea_orm::sea_query::{Expr, Query};
+use sea_orm::sea_query::Query;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
@@ -38,7 +38,7 @@ use crate::{Backend, NodeStatus, Store, StoreError};
 
 /// Bind parameters per statement: below SQLite's limit (32766) and
 /// PostgreSQL's (65535); larger batches are written in several statements.
-const MAX_PARAMS: usize = 30_000;
+pub(crate) const MAX_PARAMS: usize = 30_000;
 
 /// One received message to record with [`Store::record_batch`].
 #[derive(Debug, Clone, Copy)]
@@ -219,7 +219,7 @@ impl NodeState {
 type SampleKey = (i64, String, i64);
 
 /// What rates are derived from: a sample stored or earlier in the batch.
-#[derive(Clone)]
+#[derive(Clone, Debug)]
 struct PrevSample {
     seq: i64,
     uptime_ms: i64,
@@ -227,6 +227,22 @@ struct PrevSample {
     /// Interface name -> (rx_bytes, tx_bytes).
     ifaces: HashMap<String, (i64, i64)>,
 }
+
+/// Each node's latest committed sample by node id, as (sample id, what
+/// rates derive from): the next report of the node finds its predecessor
+/// here instead of reading it back. Only consulted for the sample id the
+/// database names as the predecessor (a stored sample never changes), and
+/// filled after commit, so it never holds a sample that is not stored.
+#[derive(Debug, Default)]
+pub(crate) struct PrevCache {
+    /// Sample id -> what rates derive from.
+    by_id: HashMap<i64, PrevSample>,
+    /// Node id -> the sample id it holds for that node.
+    by_node: HashMap<i64, i64>,
+}
+
+/// Nodes whose latest sample the cache keeps at most; beyond, it starts over.
+const PREV_CACHE_MAX: usize = 100_000;
 
 /// What the database holds for one telemetry key of the batch.
 #[derive(Default)]
@@ -291,7 +307,7 @@ impl Store {
             ids.dedup();
             ids
         };
-        let stored_prev = load_samples(&txn, &prev_ids).await?;
+        let stored_prev = self.prev_samples(&txn, &prev_ids).await?;
         let boots: Vec<(i64, String)> = {
             let mut b: Vec<(i64, String)> =
                 tele_keys.iter().map(|(n, b, _)| (*n, b.clone())).collect();
@@ -384,7 +400,8 @@ impl Store {
 
         anchors.save(&txn).await?;
         crate::rollup::mark_dirty(&txn, &placed).await?;
-        self.insert_samples(&txn, new_samples, &mut outcomes)
+        let ids = self
+            .insert_samples(&txn, new_samples, &mut outcomes)
             .await?;
         self.update_nodes(&txn, &nodes).await?;
         let transitions: Vec<(i64, i64, &str)> = nodes
@@ -402,7 +419,20 @@ impl Store {
             .map(|(_, m)| m)
             .collect();
         crate::topology::record_reports(&txn, &mesh).await?;
+        // Each node's last telemetry, the base the controller's reassembly
+        // of compact reports resumes from after a restart (`crate::base`).
+        let bases: Vec<(&str, &str, &Telemetry)> = items
+            .iter()
+            .zip(&prepared)
+            .filter_map(|(incoming, p)| match (incoming.content, p) {
+                (Content::Telemetry(t), Ok(_)) => Some((incoming.network, incoming.node, t)),
+                _ => None,
+            })
+            .collect();
+        let now_ms = items.iter().map(|i| i.received_ms).max().unwrap_or(0);
+        crate::base::save_bases(&txn, &bases, now_ms).await?;
         txn.commit().await?;
+        self.remember_prev(&batch_samples, &ids);
         Ok(outcomes)
     }
 
@@ -582,12 +612,12 @@ impl Store {
         txn: &DatabaseTransaction,
         new_samples: Vec<NewSample>,
         outcomes: &mut [Outcome],
-    ) -> Result<(), StoreError> {
+    ) -> Result<HashMap<SampleKey, i64>, StoreError> {
+        let mut ids: HashMap<SampleKey, i64> = HashMap::with_capacity(new_samples.len());
         if new_samples.is_empty() {
-            return Ok(());
+            return Ok(ids);
         }
         let backend = txn.get_database_backend();
-        let mut ids: HashMap<SampleKey, i64> = HashMap::with_capacity(new_samples.len());
         let rows: Vec<sample::ActiveModel> = new_samples.iter().map(|s| s.row.clone()).collect();
         // PostgreSQL: one UNNEST statement (see `crate::unnest`); else multi-row inserts.
         let unnest = match self.backend {
@@ -660,7 +690,55 @@ impl Store {
                     .await?;
             }
         }
-        Ok(())
+        Ok(ids)
+    }
+
+    /// Step 3b: the stored predecessors `ids` of the batch's samples, from
+    /// the [`PrevCache`] where it holds that very sample, else read back.
+    async fn prev_samples(
+        &self,
+        txn: &DatabaseTransaction,
+        ids: &[i64],
+    ) -> Result<HashMap<i64, PrevSample>, StoreError> {
+        let mut out = HashMap::with_capacity(ids.len());
+        let mut missing = Vec::new();
+        {
+            let cache = self.prev_cache.lock().unwrap_or_else(|e| e.into_inner());
+            for id in ids {
+                match cache.by_id.get(id) {
+                    Some(p) => {
+                        out.insert(*id, p.clone());
+                    }
+                    None => missing.push(*id),
+                }
+            }
+        }
+        out.extend(load_samples(txn, &missing).await?);
+        Ok(out)
+    }
+
+    /// After commit: keeps each node's newest sample of the batch in the
+    /// [`PrevCache`].
+    fn remember_prev(
+        &self,
+        batch_samples: &HashMap<(i64, String), BTreeMap<i64, PrevSample>>,
+        ids: &HashMap<SampleKey, i64>,
+    ) {
+        let mut cache = self.prev_cache.lock().unwrap_or_else(|e| e.into_inner());
+        if cache.by_node.len() > PREV_CACHE_MAX {
+            *cache = PrevCache::default();
+        }
+        for ((node_id, boot_id), samples) in batch_samples {
+            let Some((seq, prev)) = samples.iter().next_back() else {
+                continue;
+            };
+            if let Some(&id) = ids.get(&(*node_id, boot_id.clone(), *seq)) {
+                if let Some(old) = cache.by_node.insert(*node_id, id) {
+                    cache.by_id.remove(&old);
+                }
+                cache.by_id.insert(id, prev.clone());
+            }
+        }
     }
 
     /// Step 5: writes the replayed state of every node a valid item touched.
@@ -690,12 +768,43 @@ impl Store {
                 return Ok(());
             }
         }
-        for r in changed {
-            let mut update = node::Entity::update_many();
-            for (column, value) in node_updates(r) {
-                update = update.col_expr(column, Expr::val(value));
+        // SQLite: one UPDATE ... FROM a VALUES list per chunk of nodes.
+        let backend = txn.get_database_backend();
+        let rows: Vec<&node::Model> = changed.collect();
+        let Some(first) = rows.first() else {
+            return Ok(());
+        };
+        let names: Vec<String> = node_updates(first)
+            .iter()
+            .map(|(c, _)| sea_orm::Iden::to_string(c))
+            .collect();
+        for chunk in rows.chunks(MAX_PARAMS / (names.len() + 1)) {
+            let mut values = Vec::with_capacity(chunk.len() * (names.len() + 1));
+            let mut tuples = Vec::with_capacity(chunk.len());
+            for r in chunk {
+                let first = values.len();
+                values.push(Value::from(r.id));
+                values.extend(node_updates(r).map(|(_, v)| v));
+                tuples.push(format!(
+                    "({})",
+                    (first + 1..=values.len())
+                        .map(|n| placeholder(backend, n))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
             }
-            update.filter(node::Column::Id.eq(r.id)).exec(txn).await?;
+            let sql = format!(
+                "WITH v(id, {}) AS (VALUES {}) UPDATE node SET {} FROM v WHERE node.id = v.id",
+                names.join(", "),
+                tuples.join(", "),
+                names
+                    .iter()
+                    .map(|n| format!("{n} = v.{n}"))
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            );
+            txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+                .await?;
         }
         Ok(())
     }
@@ -869,7 +978,7 @@ fn chunked<T>(rows: Vec<T>, columns: usize) -> Vec<Vec<T>> {
 }
 
 /// The `n`th (from 1) bind parameter in a hand-written statement.
-fn placeholder(backend: DbBackend, n: usize) -> String {
+pub(crate) fn placeholder(backend: DbBackend, n: usize) -> String {
     match backend {
         DbBackend::Postgres => format!("${n}"),
         _ => "?".to_owned(),

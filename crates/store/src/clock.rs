@@ -41,7 +41,8 @@ use std::collections::HashMap;
 use meshtable_proto::Telemetry;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, DatabaseTransaction, EntityTrait, QueryFilter, QuerySelect,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
+    QuerySelect, Statement, Value,
 };
 
 use crate::derive::{CLOCK_MIN_MS, sat};
@@ -248,17 +249,30 @@ impl Anchors {
         boots: &[(i64, String)],
     ) -> Result<Anchors, StoreError> {
         let mut by_boot = HashMap::with_capacity(boots.len());
-        // Node ids and boot ids in two IN lists, the exact pairs kept here.
-        for chunk in boots.chunks(10_000) {
-            let mut nodes: Vec<i64> = chunk.iter().map(|(n, _)| *n).collect();
-            nodes.sort_unstable();
-            nodes.dedup();
-            let mut ids: Vec<&str> = chunk.iter().map(|(_, b)| b.as_str()).collect();
-            ids.sort_unstable();
-            ids.dedup();
+        let backend = txn.get_database_backend();
+        // The exact pairs, joined as a VALUES list: two IN lists would make
+        // the database probe every node with every boot id.
+        for chunk in boots.chunks(crate::batch::MAX_PARAMS / 2) {
+            let mut values = Vec::with_capacity(chunk.len() * 2);
+            let mut tuples = Vec::with_capacity(chunk.len());
+            for (node_id, boot_id) in chunk {
+                let n = values.len();
+                tuples.push(format!(
+                    "({}, {})",
+                    crate::batch::placeholder(backend, n + 1),
+                    crate::batch::placeholder(backend, n + 2)
+                ));
+                values.push(Value::from(*node_id));
+                values.push(Value::from(boot_id.clone()));
+            }
+            let sql = format!(
+                "WITH k(node_id, boot_id) AS (VALUES {}) \
+                 SELECT b.* FROM boot_anchor b \
+                 JOIN k ON b.node_id = k.node_id AND b.boot_id = k.boot_id",
+                tuples.join(", ")
+            );
             let rows = boot_anchor::Entity::find()
-                .filter(boot_anchor::Column::NodeId.is_in(nodes))
-                .filter(boot_anchor::Column::BootId.is_in(ids))
+                .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
                 .all(txn)
                 .await?;
             for r in rows {

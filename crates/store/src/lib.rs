@@ -53,8 +53,10 @@ mod derive;
 mod entity;
 mod error;
 pub mod fleet;
+pub mod link_reference;
 pub mod liveness;
 mod metric;
+mod nodes;
 mod preregister;
 mod probe;
 mod read;
@@ -102,6 +104,9 @@ pub struct Store {
     backend: Backend,
     /// Tolerance between a live report's clock and its reception (see [`clock`]).
     clock_max_skew_ms: i64,
+    /// Each node's latest committed sample, what the next report's rates
+    /// derive from (see [`batch::PrevCache`]).
+    prev_cache: std::sync::Arc<std::sync::Mutex<batch::PrevCache>>,
 }
 
 /// Where a `sqlite:` URL points.
@@ -269,6 +274,7 @@ impl Store {
             db,
             backend,
             clock_max_skew_ms: clock::DEFAULT_MAX_SKEW_MS,
+            prev_cache: Default::default(),
         })
     }
 
