@@ -869,3 +869,36 @@ async fn agent_dropped_sums_latest_per_node() -> anyhow::Result<()> {
     })
     .await
 }
+
+#[tokio::test]
+async fn rates_with_two_writers() -> anyhow::Result<()> {
+    // Two controllers on one database take turns with one node's reports:
+    // each must derive rates from the sample the other stored last, not
+    // from the one it remembers writing itself.
+    common::each_database("rates_with_two_writers", |url, _| async move {
+        let a = Store::connect(&url).await.context("connect a")?;
+        let b = Store::connect(&url).await.context("connect b")?;
+        // (writer, seq, uptime s, eth0 rx bytes, expected rx bps)
+        let steps: [(&Store, u64, u64, u64, Option<f64>); 5] = [
+            (&a, 0, 100, 0, None),
+            (&a, 1, 110, 10_000, Some(8000.0)),
+            (&b, 2, 120, 30_000, Some(16_000.0)),
+            (&a, 3, 130, 31_000, Some(800.0)),
+            (&b, 4, 140, 41_000, Some(8000.0)),
+        ];
+        for (j, (store, seq, uptime_s, rx, want)) in steps.into_iter().enumerate() {
+            let t = report("n1", "b1", seq, uptime_s * 1000, &[("eth0", rx, 0)]);
+            let got = store
+                .record_telemetry("net", "n1", &t, received(&t))
+                .await?;
+            ensure!(got == Recorded::Inserted, "step {j}: {got:?}");
+            let rate =
+                point_at(store, "n1", &Metric::RxBps("eth0".into()), t.time_ms as i64).await?;
+            ensure!(rate == want, "step {j}: rx {rate:?}, want {want:?}");
+        }
+        a.close().await?;
+        b.close().await?;
+        Ok(())
+    })
+    .await
+}
