@@ -182,13 +182,21 @@ async fn healthz(State(s): State<AppState>) -> Response {
     }
 }
 
-/// `GET /metrics`: open, or with `--metrics-token-file` only with that
-/// bearer token. Its series are per-network aggregates: no node names,
-/// addresses or clients.
-async fn metrics_handler(State(s): State<AppState>, headers: axum::http::HeaderMap) -> Response {
-    if !s.auth.metrics_allowed(&headers) {
-        return ApiError::Unauthorized("/metrics needs its bearer token".to_owned())
-            .into_response();
+/// `GET /metrics`: from loopback only, or with `--metrics-token-file` only
+/// with that bearer token (see [`crate::auth::AuthState::metrics_allowed`]).
+/// Its series are per-network aggregates: no node names, addresses or
+/// clients, unless `--metrics-per-node`.
+async fn metrics_handler(State(s): State<AppState>, parts: axum::http::request::Parts) -> Response {
+    let peer = parts
+        .extensions
+        .get::<axum::extract::ConnectInfo<std::net::SocketAddr>>()
+        .map(|c| c.0);
+    if !s.auth.metrics_allowed(&parts.headers, peer) {
+        return ApiError::Unauthorized(
+            "/metrics: from this host only, or with --metrics-token-file and its bearer token"
+                .to_owned(),
+        )
+        .into_response();
     }
     let fleet = match metrics::fleet_snapshot(&s.store).await {
         Ok(f) => f,

@@ -230,7 +230,7 @@ pub struct ServeArgs {
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub mqtt_allow_anonymous: Option<bool>,
     /// File holding a bearer token that /metrics then requires (`Authorization: Bearer ...`);
-    /// without it /metrics is open and shows per-network aggregates only.
+    /// without it /metrics answers loopback clients only.
     #[arg(long, value_name = "FILE")]
     pub metrics_token_file: Option<PathBuf>,
     /// CA certificate (PEM) the external broker's certificate must chain to; needed with

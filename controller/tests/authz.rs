@@ -2099,8 +2099,56 @@ async fn logins_are_rate_limited_and_audited() -> Result<()> {
     .await
 }
 
-/// `/metrics` is open by default and, with `--metrics-token-file`, needs
-/// that bearer token; `/healthz` stays open either way.
+/// The host's address on its default route, if it has one.
+fn non_loopback_address() -> Option<std::net::IpAddr> {
+    let socket = std::net::UdpSocket::bind("0.0.0.0:0").ok()?;
+    // No packet is sent: connecting a UDP socket only picks the route.
+    socket.connect("192.0.2.1:9").ok()?;
+    let ip = socket.local_addr().ok()?.ip();
+    (!ip.is_loopback() && !ip.is_unspecified()).then_some(ip)
+}
+
+/// Without `--metrics-token-file`, `/metrics` (which names every network)
+/// answers clients on this host only: a request reaching the controller
+/// through the host's network address gets 401, one over loopback 200.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn metrics_without_token_answer_loopback_only() -> Result<()> {
+    let dir = tempfile::tempdir()?;
+    let layer = Layer {
+        listen: Some("0.0.0.0:0".parse()?),
+        mqtt_listen: Some("127.0.0.1:0".parse()?),
+        data_dir: Some(dir.path().to_owned()),
+        ..Layer::default()
+    };
+    let config = Config::resolve(&layer, None)?;
+    let controller = Controller::start(&config, Listeners::bind(&config)?).await?;
+    let port = reqwest::Url::parse(&controller.http_url())?
+        .port()
+        .context("http port")?;
+    let _ = rustls::crypto::ring::default_provider().install_default();
+    let http = reqwest::Client::new();
+    let local = http
+        .get(format!("http://127.0.0.1:{port}/metrics"))
+        .send()
+        .await?;
+    assert_eq!(local.status(), StatusCode::OK);
+    assert!(local.text().await?.contains("meshtable_"));
+    match non_loopback_address() {
+        Some(ip) => {
+            let url = format!("http://{}/metrics", std::net::SocketAddr::new(ip, port));
+            let remote = http.get(&url).send().await?;
+            assert_eq!(remote.status(), StatusCode::UNAUTHORIZED, "{url}");
+            let healthz = http.get(url.replace("/metrics", "/healthz")).send().await?;
+            assert_eq!(healthz.status(), StatusCode::OK);
+        }
+        None => eprintln!("no non-loopback address on this host: the remote half is not run"),
+    }
+    controller.shutdown().await;
+    Ok(())
+}
+
+/// With `--metrics-token-file`, `/metrics` needs that bearer token, from
+/// loopback too; `/healthz` stays open either way.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn metrics_token_when_configured() -> Result<()> {
     let dir = tempfile::tempdir()?;

@@ -289,11 +289,18 @@ impl AuthState {
         self
     }
 
-    /// Whether a request with these headers may read `/metrics`: always
-    /// without a configured token, else with `Authorization: Bearer <token>`.
-    pub fn metrics_allowed(&self, headers: &axum::http::HeaderMap) -> bool {
+    /// Whether a request from `peer` with these headers may read
+    /// `/metrics`. With a configured token: with `Authorization: Bearer
+    /// <token>` only. Without one: from a loopback address only (a
+    /// Prometheus on the same host), since its series name every network
+    /// the controller hosts.
+    pub fn metrics_allowed(
+        &self,
+        headers: &axum::http::HeaderMap,
+        peer: Option<std::net::SocketAddr>,
+    ) -> bool {
         let Some(want) = &self.metrics_token else {
-            return true;
+            return peer.is_some_and(|p| p.ip().to_canonical().is_loopback());
         };
         headers
             .get(axum::http::header::AUTHORIZATION)
@@ -642,6 +649,42 @@ pub type SharedAuth = Arc<AuthState>;
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn metrics_need_loopback_or_the_token() {
+        use axum::http::{HeaderMap, HeaderValue, header::AUTHORIZATION};
+        let open = AuthState::new(false);
+        let token = "0123456789abcdef-metrics";
+        let closed = AuthState::new(false).with_metrics_token(Some(Secret::new(token.to_owned())));
+        let mut bearer = HeaderMap::new();
+        bearer.insert(
+            AUTHORIZATION,
+            HeaderValue::from_str(&format!("Bearer {token}")).unwrap(),
+        );
+        let none = HeaderMap::new();
+        let v4 = |a: &str| Some(std::net::SocketAddr::new(a.parse().unwrap(), 4000));
+        // (state, headers, peer, allowed)
+        let cases = [
+            (&open, &none, v4("127.0.0.1"), true),
+            (&open, &none, v4("127.0.0.9"), true),
+            (&open, &none, v4("::1"), true),
+            (&open, &none, v4("::ffff:127.0.0.1"), true),
+            (&open, &none, v4("10.0.0.7"), false),
+            (&open, &none, v4("::ffff:10.0.0.7"), false),
+            (&open, &bearer, v4("192.0.2.1"), false),
+            (&open, &none, None, false),
+            (&closed, &none, v4("127.0.0.1"), false),
+            (&closed, &bearer, v4("127.0.0.1"), true),
+            (&closed, &bearer, v4("192.0.2.1"), true),
+        ];
+        for (i, (state, headers, peer, want)) in cases.into_iter().enumerate() {
+            assert_eq!(
+                state.metrics_allowed(headers, peer),
+                want,
+                "case {i}: {peer:?}"
+            );
+        }
+    }
 
     #[test]
     fn role_table() {
