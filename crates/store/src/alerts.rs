@@ -36,8 +36,7 @@ use std::collections::{HashMap, HashSet};
 use sea_orm::sea_query::{Expr, ExprTrait};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QuerySelect,
-    Statement, Value,
+    ColumnTrait, EntityTrait, QueryFilter, QueryOrder, QuerySelect, Value,
 };
 use serde::{Deserialize, Serialize};
 
@@ -426,14 +425,6 @@ const HOUR_MS: i64 = 3_600_000;
 /// Ids per `IN (...)` list.
 const ID_CHUNK: usize = 1_000;
 
-/// The four bind placeholders of a raw statement on `backend`.
-fn placeholders(backend: DbBackend) -> [&'static str; 4] {
-    match backend {
-        DbBackend::Postgres => ["$1", "$2", "$3", "$4"],
-        _ => ["?", "?", "?", "?"],
-    }
-}
-
 impl Store {
     /// The alert settings of a network (defaults with `digest_ms` 0 when none are set).
     pub async fn alert_settings(&self, network: &str) -> Result<AlertSettings, StoreError> {
@@ -579,8 +570,7 @@ impl Store {
         since: i64,
         lag: i64,
     ) -> Result<HashMap<i64, SampleFacts>, StoreError> {
-        let backend = self.db.get_database_backend();
-        let p = placeholders(backend);
+        let p: Vec<String> = (1..=4).map(|n| self.sql_param(n)).collect();
         let sql = format!(
             "SELECT s.node_id, s.t_ms, s.mem_total, s.mem_available, s.rootfs_size, \
              s.rootfs_free, s.load5 FROM sample s JOIN node n ON s.node_id = n.id \
@@ -590,17 +580,15 @@ impl Store {
             p[0], p[1], p[2], p[3]
         );
         let rows = self
-            .db
-            .query_all_raw(Statement::from_sql_and_values(
-                backend,
+            .raw_rows(
                 sql,
-                [
+                vec![
                     Value::from(network),
                     Value::from(since),
                     Value::from(since),
                     Value::from(lag),
                 ],
-            ))
+            )
             .await?;
         let mut out = HashMap::new();
         for row in rows {
@@ -627,8 +615,7 @@ impl Store {
         since: i64,
         lag: i64,
     ) -> Result<HashMap<i64, u32>, StoreError> {
-        let backend = self.db.get_database_backend();
-        let p = placeholders(backend);
+        let p: Vec<String> = (1..=4).map(|n| self.sql_param(n)).collect();
         let sql = format!(
             "SELECT s.node_id, COUNT(DISTINCT s.boot_id) AS boots FROM sample s \
              JOIN node n ON s.node_id = n.id WHERE n.network = {} AND s.t_ms >= {} \
@@ -636,17 +623,15 @@ impl Store {
             p[0], p[1], p[2], p[3]
         );
         let rows = self
-            .db
-            .query_all_raw(Statement::from_sql_and_values(
-                backend,
+            .raw_rows(
                 sql,
-                [
+                vec![
                     Value::from(network),
                     Value::from(since),
                     Value::from(since),
                     Value::from(lag),
                 ],
-            ))
+            )
             .await?;
         let mut out = HashMap::new();
         for row in rows {

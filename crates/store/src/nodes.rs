@@ -6,8 +6,8 @@
 use std::collections::HashMap;
 
 use sea_orm::{
-    ColumnTrait, ConnectionTrait, DbBackend, EntityTrait, QueryFilter, QueryOrder, QueryResult,
-    Statement, Value,
+    ColumnTrait, ConnectionTrait, EntityTrait, QueryFilter, QueryOrder, QueryResult, Statement,
+    Value,
 };
 
 use crate::entity::{node, node_extra};
@@ -49,10 +49,7 @@ impl Store {
     /// The `n`th (from 1) bind parameter of a hand-written statement on
     /// this store's backend: `$n` on PostgreSQL, `?` on SQLite.
     pub(crate) fn sql_param(&self, n: usize) -> String {
-        match self.db.get_database_backend() {
-            DbBackend::Postgres => format!("${n}"),
-            _ => "?".to_owned(),
-        }
+        crate::batch::placeholder(self.db.get_database_backend(), n)
     }
 
     /// The rows of a hand-written statement whose parameters come from
