@@ -12,34 +12,23 @@
 //! error naming the file. Key material is never logged, nor put in an
 //! error message.
 
-use std::io;
-use std::path::{Path, PathBuf};
+use std::path::PathBuf;
 use std::sync::Arc;
 
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore};
 
 use crate::config::TlsFiles;
 
+/// The PEM loaders, shared with the controller (`crates/pem`).
+pub use meshtable_pem::{PemError, load_certs, load_key};
+
 /// Why the TLS configuration could not be built from its files.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// What the OS said.
-        source: io::Error,
-    },
-    /// A PEM file holds no certificate.
-    #[error("{0}: no PEM certificate found")]
-    NoCertificate(PathBuf),
-    /// A PEM file holds no private key (the parser's reason is left out:
-    /// it could quote the file).
-    #[error("{0}: no PEM private key found (PKCS#8, PKCS#1 or SEC1)")]
-    NoKey(PathBuf),
+    /// A file could not be read, or holds no certificate or no key (the
+    /// message names the file and never quotes it).
+    #[error(transparent)]
+    Pem(#[from] PemError),
     /// A CA certificate was refused.
     #[error("{path}: bad CA certificate: {source}")]
     BadCa {
@@ -59,31 +48,6 @@ pub enum TlsError {
         /// rustls' reason.
         source: rustls::Error,
     },
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// The certificates of a PEM file (other PEM sections are skipped).
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate(path.to_owned()));
-    }
-    Ok(certs)
-}
-
-/// The first private key of a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|_| TlsError::NoKey(path.to_owned()))
 }
 
 /// The rustls client configuration of `files`: trusts exactly the CA

@@ -14,6 +14,8 @@ const FORBIDDEN: &[&str] = &[
     "rustls",
     "openssl",
     "native-tls",
+    // The PEM loader (crates/pem) comes with the `tls` feature only.
+    "meshtable-pem",
 ];
 
 /// With `--features tls`: the server crates and the TLS stacks that need
@@ -88,7 +90,7 @@ fn agent_links_no_server_or_tls_crates() {
 #[test]
 fn the_tls_build_adds_rustls_and_no_server_crates() {
     let crates = tree(&["--features", "tls"]);
-    for must in ["rustls", "ring"] {
+    for must in ["rustls", "ring", "meshtable-pem"] {
         assert!(
             crates.iter().any(|c| c == must),
             "{must} missing: {crates:?}"

@@ -20,8 +20,6 @@ use std::time::Duration;
 
 use axum::Router;
 use axum::serve::ListenerExt;
-use rustls::pki_types::pem::PemObject;
-use rustls::pki_types::{CertificateDer, PrivateKeyDer};
 use rustls::{ClientConfig, RootCertStore, ServerConfig};
 use tokio::net::{TcpListener, TcpStream};
 use tokio::sync::{Semaphore, mpsc};
@@ -36,28 +34,16 @@ pub const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
 /// Most TLS handshakes in progress at once; further connections wait.
 pub const MAX_HANDSHAKES: usize = 256;
 
+/// The PEM loaders, shared with the agent (`crates/pem`).
+pub use meshtable_pem::{PemError, load_certs, load_key};
+
 /// Why a TLS configuration could not be built.
 #[derive(Debug, thiserror::Error)]
 pub enum TlsError {
-    /// A file could not be read.
-    #[error("cannot read {path}: {source}")]
-    Read {
-        /// The file.
-        path: PathBuf,
-        /// The error.
-        source: io::Error,
-    },
-    /// A PEM file holds no certificate.
-    #[error("{0}: no PEM certificate found")]
-    NoCertificate(PathBuf),
-    /// A PEM file holds no usable private key.
-    #[error("{path}: no PEM private key found ({reason})")]
-    NoKey {
-        /// The file.
-        path: PathBuf,
-        /// What the PEM parser said.
-        reason: String,
-    },
+    /// A file could not be read, or holds no certificate or no key (the
+    /// message names the file and never quotes it).
+    #[error(transparent)]
+    Pem(#[from] PemError),
     /// A CA certificate was refused.
     #[error("{path}: bad CA certificate: {source}")]
     BadCa {
@@ -80,34 +66,6 @@ pub enum TlsError {
 
 fn provider() -> Arc<rustls::crypto::CryptoProvider> {
     Arc::new(rustls::crypto::ring::default_provider())
-}
-
-fn read(path: &Path) -> Result<Vec<u8>, TlsError> {
-    std::fs::read(path).map_err(|source| TlsError::Read {
-        path: path.to_owned(),
-        source,
-    })
-}
-
-/// The certificates of a PEM file (other PEM sections are skipped).
-pub fn load_certs(path: &Path) -> Result<Vec<CertificateDer<'static>>, TlsError> {
-    let pem = read(path)?;
-    let certs: Vec<_> = CertificateDer::pem_slice_iter(&pem)
-        .filter_map(Result::ok)
-        .collect();
-    if certs.is_empty() {
-        return Err(TlsError::NoCertificate(path.to_owned()));
-    }
-    Ok(certs)
-}
-
-/// The first private key of a PEM file.
-pub fn load_key(path: &Path) -> Result<PrivateKeyDer<'static>, TlsError> {
-    let pem = read(path)?;
-    PrivateKeyDer::from_pem_slice(&pem).map_err(|e| TlsError::NoKey {
-        path: path.to_owned(),
-        reason: e.to_string(),
-    })
 }
 
 /// The server configuration of the HTTPS listener: HTTP/1.1 with the
