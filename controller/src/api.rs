@@ -137,6 +137,9 @@ pub struct AppState {
     pub registry: Arc<crate::registry::Registry>,
     /// Enrollment attempts per source address.
     pub enroll_limiter: Arc<crate::auth::RateLimiter>,
+    /// Alert webhooks may go to internal addresses
+    /// (`alert_webhook_allow_private`, see [`crate::alerts::target`]).
+    pub webhook_allow_private: bool,
 }
 
 /// The whole HTTP service: API, web pages, metrics and health.

@@ -271,6 +271,11 @@ pub struct ServeArgs {
     /// Mosquitto's pid_file: it gets SIGHUP after every rewrite, to read the files again.
     #[arg(long, value_name = "FILE")]
     pub mosquitto_pid_file: Option<PathBuf>,
+    /// Let alert webhooks go to internal addresses: loopback, private, link-local,
+    /// unique-local, unspecified, multicast (refused otherwise, when saved and when
+    /// delivered) [default: false].
+    #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
+    pub alert_webhook_allow_private: Option<bool>,
 }
 
 /// Flags of `meshtable demo`: those of `serve` plus the simulator's.
@@ -371,6 +376,8 @@ pub struct Layer {
     pub mosquitto_export_dir: Option<PathBuf>,
     /// `--mosquitto-pid-file`.
     pub mosquitto_pid_file: Option<PathBuf>,
+    /// `--alert-webhook-allow-private`.
+    pub alert_webhook_allow_private: Option<bool>,
 }
 
 macro_rules! or_fields {
@@ -414,7 +421,8 @@ impl Layer {
             history_interval,
             clock_max_skew,
             mosquitto_export_dir,
-            mosquitto_pid_file
+            mosquitto_pid_file,
+            alert_webhook_allow_private
         )
     }
 
@@ -447,6 +455,7 @@ impl Layer {
             clock_max_skew: args.clock_max_skew,
             mosquitto_export_dir: args.mosquitto_export_dir.clone(),
             mosquitto_pid_file: args.mosquitto_pid_file.clone(),
+            alert_webhook_allow_private: args.alert_webhook_allow_private,
             ..Layer::default()
         }
     }
@@ -519,6 +528,7 @@ impl Layer {
             clock_max_skew: var(lookup, "CLOCK_MAX_SKEW", parse_duration)?,
             mosquitto_export_dir: var(lookup, "MOSQUITTO_EXPORT_DIR", |s| Ok(PathBuf::from(s)))?,
             mosquitto_pid_file: var(lookup, "MOSQUITTO_PID_FILE", |s| Ok(PathBuf::from(s)))?,
+            alert_webhook_allow_private: var(lookup, "ALERT_WEBHOOK_ALLOW_PRIVATE", parsed)?,
         })
     }
 
@@ -693,6 +703,9 @@ pub struct Config {
     pub history: HistoryConfig,
     /// Mosquitto's files kept equal to the registry, if asked.
     pub mosquitto: Option<crate::mosquitto::ExportConfig>,
+    /// Alert webhooks may go to internal addresses (see
+    /// [`crate::alerts::target`]).
+    pub alert_webhook_allow_private: bool,
 }
 
 /// The history settings of [`Config`].
@@ -989,6 +1002,7 @@ impl Config {
             },
             history: HistoryConfig::resolve(layer)?,
             mosquitto: mosquitto_export(layer, &broker)?,
+            alert_webhook_allow_private: layer.alert_webhook_allow_private.unwrap_or(false),
             broker,
         })
     }
@@ -1218,6 +1232,7 @@ mod tests {
                 metrics_per_node: crate::fleet_metrics::PerNode::default(),
                 history: HistoryConfig::default(),
                 mosquitto: None,
+                alert_webhook_allow_private: false,
             }
         );
         assert_eq!(c.subscription_filter(), "meshtable/v1/+/+/+");
@@ -1515,6 +1530,33 @@ mod tests {
             let e = Config::resolve(&flags(args), None).unwrap_err().to_string();
             assert!(e.contains(flag), "{args:?}: {e}");
         }
+    }
+
+    #[test]
+    fn alert_webhook_allow_private_from_each_source() {
+        let off = Config::resolve(&Layer::default(), None).unwrap();
+        assert!(!off.alert_webhook_allow_private, "off by default");
+        for layer in [
+            flags(&["--alert-webhook-allow-private"]),
+            flags(&["--alert-webhook-allow-private=true"]),
+            env(&[("MESHTABLE_ALERT_WEBHOOK_ALLOW_PRIVATE", "true")]).unwrap(),
+            file("alert_webhook_allow_private = true"),
+        ] {
+            let c = Config::resolve(&layer, None).unwrap();
+            assert!(c.alert_webhook_allow_private, "{layer:?}");
+        }
+        // A flag saying false wins over a file saying true.
+        let layer = flags(&["--alert-webhook-allow-private=false"])
+            .or(file("alert_webhook_allow_private = true"));
+        assert!(
+            !Config::resolve(&layer, None)
+                .unwrap()
+                .alert_webhook_allow_private
+        );
+        let e = env(&[("MESHTABLE_ALERT_WEBHOOK_ALLOW_PRIVATE", "maybe")])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("MESHTABLE_ALERT_WEBHOOK_ALLOW_PRIVATE"), "{e}");
     }
 
     #[test]

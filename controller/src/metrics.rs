@@ -60,6 +60,7 @@ pub struct Metrics {
     nodes: IntGaugeVec,
     agent_dropped: IntCounterVec,
     alert_delivery_failures: IntCounterVec,
+    alert_webhook_refused: IntCounter,
     fleet: crate::fleet_metrics::FleetMetrics,
     /// Serializes fleet updates with the gathering that follows them.
     scrape: Mutex<()>,
@@ -133,6 +134,11 @@ impl Metrics {
             alert_delivery_failures.with_label_values(&[c]);
         }
         registry.register(Box::new(alert_delivery_failures.clone()))?;
+        let alert_webhook_refused = IntCounter::new(
+            "meshtable_alerts_webhook_refused_total",
+            "Alert webhook deliveries refused because the webhook's host is or resolves to an internal address (see alert_webhook_allow_private); each is also a delivery failure.",
+        )?;
+        registry.register(Box::new(alert_webhook_refused.clone()))?;
         let fleet = crate::fleet_metrics::FleetMetrics::register(&registry, Default::default())?;
         Ok(Metrics {
             registry,
@@ -144,6 +150,7 @@ impl Metrics {
             nodes,
             agent_dropped,
             alert_delivery_failures,
+            alert_webhook_refused,
             fleet,
             scrape: Mutex::new(()),
         })
@@ -186,6 +193,11 @@ impl Metrics {
         self.alert_delivery_failures
             .with_label_values(&[channel])
             .inc();
+    }
+
+    /// Counts an alert webhook delivery refused for an internal address.
+    pub fn alert_webhook_refused(&self) {
+        self.alert_webhook_refused.inc();
     }
 
     /// Current value of `meshtable_ingest_rejected_total{reason}`.

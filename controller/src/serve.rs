@@ -205,6 +205,7 @@ impl Controller {
             auth: Arc::new(crate::auth::AuthState::default().with_metrics_token(metrics_token)),
             registry: registry.clone(),
             enroll_limiter: Arc::new(crate::enroll::limiter()),
+            webhook_allow_private: config.alert_webhook_allow_private,
         };
         let mut http_stop = stop_rx.clone();
         let tls = match &config.tls {
@@ -270,6 +271,7 @@ impl Controller {
             store.clone(),
             alert_metrics,
             config.sweep_interval,
+            config.alert_webhook_allow_private,
             stop_rx.clone(),
         ));
         let liveness = tokio::spawn(liveness::run(

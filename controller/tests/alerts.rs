@@ -12,7 +12,9 @@ use std::time::Duration;
 
 use anyhow::{Context, Result, bail, ensure};
 use meshtable::alerts::engine;
+use meshtable::alerts::notify::Webhooks;
 use meshtable::alerts::rules::{self, Rules};
+use meshtable::alerts::target;
 use meshtable::config::{Config, Layer};
 use meshtable::serve::{Controller, Listeners};
 use meshtable_proto::{
@@ -809,7 +811,14 @@ struct Harness {
 const NET: &str = "village";
 
 impl Harness {
+    /// A controller whose alert webhooks may go to internal addresses: the
+    /// tests' receivers listen on 127.0.0.1.
     async fn start(database_url: &str) -> Result<Harness> {
+        Harness::start_with(database_url, true).await
+    }
+
+    /// A controller with `alert_webhook_allow_private = allow_private`.
+    async fn start_with(database_url: &str, allow_private: bool) -> Result<Harness> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir()?;
         let layer = Layer {
@@ -823,6 +832,7 @@ impl Harness {
             // then not again within the test.)
             sweep_interval: Some(Duration::from_secs(3600)),
             history_interval: Some(Duration::from_secs(3600)),
+            alert_webhook_allow_private: Some(allow_private),
             ..Layer::default()
         };
         let config = Config::resolve(&layer, None)?;
@@ -1270,7 +1280,8 @@ async fn delivery_on(url: &str, smtp: &Smtp) -> Result<()> {
     let t0 = t1 - 12 * MIN;
     report(&s, "a", "b1", 1, t0, t0, 500).await?;
     report(&s, "b", "b1", 1, t0, t0, 500).await?;
-    let http = reqwest::Client::new();
+    // The receivers are on 127.0.0.1: internal addresses allowed.
+    let http = Webhooks::new(true)?;
     let mut bytes = 0u64;
     for seq in 1..=16u64 {
         // One sample a minute from t1 - 16 min to t1 - 1 min, each 1 Mbit/s
@@ -1444,6 +1455,189 @@ async fn delivery_on(url: &str, smtp: &Smtp) -> Result<()> {
         summary(&last).len() == kept.len()
             && summary(&last).contains(&s3("resolved", rules::NODE_OFFLINE, "b")),
         "{last}"
+    );
+    h.controller.shutdown().await;
+    Ok(())
+}
+
+/// Webhooks to internal addresses, without `alert_webhook_allow_private`:
+/// refused when saved (400, nothing stored) and when delivered (counted,
+/// the digest kept for the next evaluation), both by the check of the URL
+/// and by the client's own resolver; allowed with it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn internal_webhooks_are_refused() -> Result<()> {
+    for db in databases()? {
+        internal_webhooks_on(&db.url)
+            .await
+            .with_context(|| format!("on {}", db.url.split(':').next().unwrap_or("")))?;
+    }
+    Ok(())
+}
+
+async fn internal_webhooks_on(url: &str) -> Result<()> {
+    let (hook, got) = webhook_receiver().await?;
+    let h = Harness::start_with(url, false).await?;
+    let s = h.store().clone();
+    let path = format!("/api/v1/networks/{NET}/alert-settings");
+
+    // Saving: each internal address is refused with the reason, and
+    // nothing is stored.
+    for internal in [
+        format!("http://{hook}/hook"),
+        format!("http://localhost:{}/hook", hook.port()),
+        "http://[::1]:8080/hook".to_owned(),
+        "http://[::ffff:127.0.0.1]/hook".to_owned(),
+        "http://10.20.30.40/hook".to_owned(),
+        "http://192.168.1.1/hook".to_owned(),
+        "http://169.254.169.254/latest/meta-data".to_owned(),
+        "http://[fd00::1]/hook".to_owned(),
+        "http://[fe80::1]/hook".to_owned(),
+        "http://0.0.0.0/hook".to_owned(),
+        "http://239.1.2.3/hook".to_owned(),
+    ] {
+        let (st, v) = h
+            .send(
+                reqwest::Method::PUT,
+                &path,
+                Some(json!({"webhook_url": internal})),
+            )
+            .await?;
+        let error = v["error"].as_str().unwrap_or_default();
+        ensure!(
+            st == 400
+                && error.starts_with("webhook_url: ")
+                && error.contains("is an internal address")
+                && error.contains("alert_webhook_allow_private"),
+            "{internal}: {st} {v}"
+        );
+        ensure!(
+            s.alert_settings(NET).await?.webhook_url.is_none(),
+            "{internal} stored"
+        );
+    }
+    // A name that does not resolve is refused too, with its reason.
+    let (st, v) = h
+        .send(
+            reqwest::Method::PUT,
+            &path,
+            Some(json!({"webhook_url": "https://hooks.example.invalid/x"})),
+        )
+        .await?;
+    ensure!(
+        st == 400
+            && v["error"]
+                .as_str()
+                .unwrap_or_default()
+                .contains("does not resolve"),
+        "{st} {v}"
+    );
+    // A public address is saved (nothing connects to it here).
+    let public = "https://192.0.2.10/hook";
+    let (st, v) = h
+        .send(
+            reqwest::Method::PUT,
+            &path,
+            Some(json!({"webhook_url": public})),
+        )
+        .await?;
+    ensure!(st == 200, "{public}: {st} {v}");
+    ensure!(
+        s.alert_settings(NET).await?.webhook_url.as_deref() == Some(public),
+        "public URL stored"
+    );
+
+    // Delivering: stored URLs that are internal now, as they look in the
+    // store when saved before the check existed or, for a name, before its
+    // DNS changed. An IP literal (the check before sending catches it: the
+    // resolver never sees literals), then a name.
+    let t1 = {
+        let t = meshtable::ingest::now_ms() - 38 * MIN;
+        t - t % (5 * MIN)
+    };
+    report(&s, "a", "b1", 1, t1 - 12 * MIN, t1 - 12 * MIN, 500).await?;
+    let metrics = meshtable::metrics::Metrics::new()?;
+    let counted = |m: &meshtable::metrics::Metrics| -> Result<(String, String)> {
+        let text = m.render(None)?;
+        let line = |name: &str| {
+            text.lines()
+                .filter(|l| l.starts_with(name))
+                .collect::<Vec<_>>()
+                .join(" ")
+        };
+        Ok((
+            line("meshtable_alerts_webhook_refused_total"),
+            line("meshtable_alerts_delivery_failures_total"),
+        ))
+    };
+    let strict = Webhooks::new(false)?;
+    let stored = [
+        format!("http://{hook}/hook"),
+        format!("http://localhost:{}/hook", hook.port()),
+    ];
+    for (i, url) in stored.iter().enumerate() {
+        let mut settings = s.alert_settings(NET).await?;
+        settings.webhook_url = Some(url.clone());
+        settings.digest_ms = 0;
+        s.set_alert_settings(NET, &settings).await?;
+        engine::tick(&s, &metrics, &strict, t1 + i64::try_from(i)? * MIN).await?;
+        let (refused, failures) = counted(&metrics)?;
+        ensure!(
+            refused == format!("meshtable_alerts_webhook_refused_total {}", i + 1),
+            "{url}: {refused}"
+        );
+        ensure!(
+            failures.contains(&format!(r#"channel="webhook"}} {}"#, i + 1)),
+            "{url}: {failures}"
+        );
+        ensure!(got.lock().unwrap().is_empty(), "{url}: nothing was sent");
+        let kept = s.pending_notices(NET).await?;
+        ensure!(
+            kept.iter()
+                .any(|n| n.alert.subject == "a" && n.event.as_str() == "firing"),
+            "{url}: a firing, kept: {kept:?}"
+        );
+    }
+
+    // The client's own resolver refuses the name too (the check before
+    // it aside), while a client that allows internal addresses gets
+    // through to the same receiver.
+    let direct = format!("http://localhost:{}/hook", hook.port());
+    let e = strict
+        .client()
+        .post(&direct)
+        .json(&json!({}))
+        .send()
+        .await
+        .expect_err("the guarded client refuses localhost");
+    ensure!(
+        matches!(
+            target::refusal_in(&e),
+            Some(target::TargetError::Internal { .. })
+        ),
+        "{e:?}"
+    );
+    let allowed = Webhooks::new(true)?;
+    let r = allowed
+        .client()
+        .post(&direct)
+        .json(&json!({}))
+        .send()
+        .await?;
+    ensure!(r.status().is_success(), "{}", r.status());
+    got.lock().unwrap().clear();
+
+    // With internal addresses allowed, the kept digest goes out.
+    engine::tick(&s, &metrics, &allowed, t1 + 2 * MIN).await?;
+    ensure!(s.pending_notices(NET).await?.is_empty(), "delivered");
+    let bodies = got.lock().unwrap().clone();
+    ensure!(
+        bodies.len() == 1 && bodies[0]["alerts"][0]["alert"]["subject"] == "a",
+        "{bodies:?}"
+    );
+    let (refused, _) = counted(&metrics)?;
+    ensure!(
+        refused == "meshtable_alerts_webhook_refused_total 2",
+        "{refused}"
     );
     h.controller.shutdown().await;
     Ok(())

@@ -121,7 +121,8 @@ impl Asker {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Need {
     Nothing,
-    /// A fresh account without a role: `{user}`.
+    /// A fresh account with the funder role in the network (a member
+    /// its admin may name in a grant): `{user}`.
     User,
     /// A fresh account with the viewer role in the network: `{user}`.
     UserWithRole,
@@ -612,8 +613,14 @@ impl Setup {
                     .await?
                     .context("fresh account")?;
                 fx.user_id = a.id;
-                if need == Need::UserWithRole && exists {
-                    store.grant_role(a.id, network, "viewer", now).await?;
+                if exists {
+                    // `User`: funder, so that a grant of viewer shows.
+                    let role = if need == Need::UserWithRole {
+                        "viewer"
+                    } else {
+                        "funder"
+                    };
+                    store.grant_role(a.id, network, role, now).await?;
                 }
                 fx.made = true;
             }
@@ -1288,7 +1295,9 @@ impl Setup {
             .await?;
             by_role.push((role, t.token.expose().to_owned()));
         }
-        auth::add_user(&store, "spare", None, false).await?;
+        // A member of the own network (funder), whose role its admin may change.
+        let (spare, _) = auth::add_user(&store, "spare", None, false).await?;
+        store.grant_role(spare.id, OWN, "funder", now_ms()).await?;
         let login_password = format!("pw-{:016x}", rand::random::<u64>());
         auth::add_user(
             &store,
@@ -2312,6 +2321,93 @@ async fn enrollment_tokens_are_revoked_and_name_own_sites() -> Result<()> {
             .filter(|e| e["action"] == "enroll_token.revoke")
             .count();
         assert_eq!(revokes, 1, "{body}");
+        s.controller.shutdown().await;
+        Ok(())
+    })
+    .await
+}
+
+/// A role grant does not tell a network admin which accounts exist: a name
+/// nobody has, an account without a role and an account of another
+/// network get the same 404 (up to the name) and change nothing; a
+/// superadmin learns that a name is unknown and may name any account.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn role_grants_do_not_tell_which_accounts_exist() -> Result<()> {
+    each_database(|url| async move {
+        let s = Setup::start(&url).await?;
+        let store = s.controller.store().clone();
+        let admin = s.token(Who::Role(Role::Admin));
+        let (southerner, _) = auth::add_user(&store, "southerner", None, false).await?;
+        store
+            .grant_role(southerner.id, OTHER, "operator", now_ms())
+            .await?;
+        let lone = account_of(&store, "login-user").await?;
+        let grant = |user: &str| format!("/api/v1/networks/{OWN}/roles/{user}");
+        let viewer = json!({"role": "viewer"});
+
+        // Each name, as the network admin: the same answer.
+        let mut answers = Vec::new();
+        for user in ["ghost", "login-user", "southerner"] {
+            let (status, body) = s
+                .call(Method::PUT, &grant(user), admin, Some(&viewer))
+                .await?;
+            assert_eq!(status, 404, "{user}: {body}");
+            answers.push(body.replace(user, "NAME"));
+        }
+        assert_eq!(
+            answers[0],
+            r#"{"error":"no member NAME in the networks you manage"}"#
+        );
+        assert!(answers.iter().all(|a| *a == answers[0]), "{answers:?}");
+        assert_eq!(store.roles_of(lone.id).await?, []);
+        assert_eq!(
+            store.roles_of(southerner.id).await?,
+            [(OTHER.to_owned(), "operator".to_owned())]
+        );
+        assert!(store.credentials("ghost").await?.is_none());
+
+        // A member of the admin's network: granted.
+        let spare = account_of(&store, "spare").await?;
+        let (status, body) = s
+            .call(Method::PUT, &grant("spare"), admin, Some(&viewer))
+            .await?;
+        assert_eq!(status, 204, "{body}");
+        assert_eq!(
+            store.roles_of(spare.id).await?,
+            [(OWN.to_owned(), "viewer".to_owned())]
+        );
+
+        // The superadmin: unknown names are named, any account is granted.
+        let root = Some(s.superadmin.as_str());
+        let (status, body) = s
+            .call(Method::PUT, &grant("ghost"), root, Some(&viewer))
+            .await?;
+        assert_eq!(
+            (status, body.as_str()),
+            (404, r#"{"error":"unknown user ghost"}"#)
+        );
+        let (status, body) = s
+            .call(Method::PUT, &grant("login-user"), root, Some(&viewer))
+            .await?;
+        assert_eq!(status, 204, "{body}");
+        assert_eq!(
+            store.roles_of(lone.id).await?,
+            [(OWN.to_owned(), "viewer".to_owned())]
+        );
+        // Now a member of the own network: its admin may change the role.
+        let (status, body) = s
+            .call(
+                Method::PUT,
+                &grant("login-user"),
+                admin,
+                Some(&json!({"role": "operator"})),
+            )
+            .await?;
+        assert_eq!(status, 204, "{body}");
+        assert_eq!(
+            store.roles_of(lone.id).await?,
+            [(OWN.to_owned(), "operator".to_owned())]
+        );
         s.controller.shutdown().await;
         Ok(())
     })

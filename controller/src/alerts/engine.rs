@@ -77,7 +77,7 @@ pub async fn evaluate_network(
 /// changes went out (0: nothing due, or no channel set).
 pub async fn deliver_network(
     store: &Store,
-    http: &reqwest::Client,
+    hooks: &notify::Webhooks,
     network: &str,
     now_ms: i64,
 ) -> Result<usize, EngineError> {
@@ -94,7 +94,7 @@ pub async fn deliver_network(
         return Ok(0);
     }
     if let Some(url) = &s.webhook_url {
-        notify::send_webhook(http, url, network, &notices).await?;
+        notify::send_webhook(hooks, url, network, &notices).await?;
     }
     if let (true, Some(server)) = (email, &s.smtp_server) {
         notify::send_email(
@@ -114,10 +114,12 @@ pub async fn deliver_network(
 
 /// One pass over every network: evaluate, then deliver. A failing network
 /// is logged (and a failed delivery counted) and does not stop the others.
+/// A webhook refused for its internal address counts as a failed delivery
+/// and, besides, as a refused one.
 pub async fn tick(
     store: &Store,
     metrics: &Metrics,
-    http: &reqwest::Client,
+    hooks: &notify::Webhooks,
     now_ms: i64,
 ) -> Result<(), StoreError> {
     for network in store.network_ids().await? {
@@ -125,11 +127,16 @@ pub async fn tick(
             error!(network = %network, error = %e, "alert evaluation failed");
             continue;
         }
-        if let Err(e) = deliver_network(store, http, &network, now_ms).await {
+        if let Err(e) = deliver_network(store, hooks, &network, now_ms).await {
             if let EngineError::Notify(n) = &e {
                 metrics.alert_delivery_failed(n.channel());
             }
-            warn!(network = %network, error = %e, "alert delivery failed, retrying at the next evaluation");
+            if let EngineError::Notify(NotifyError::Refused(t)) = &e {
+                metrics.alert_webhook_refused();
+                warn!(network = %network, reason = %t, "alert webhook refused: internal address, retrying at the next evaluation");
+            } else {
+                warn!(network = %network, error = %e, "alert delivery failed, retrying at the next evaluation");
+            }
         }
     }
     Ok(())
@@ -137,16 +144,19 @@ pub async fn tick(
 
 /// Runs [`tick`] every `interval`, the first one interval after the start
 /// (so the liveness sweep has run first), until `stop` turns true.
+/// Webhooks may reach internal addresses only with `allow_private`
+/// (`alert_webhook_allow_private`).
 pub async fn run(
     store: Store,
     metrics: Arc<Metrics>,
     interval: Duration,
+    allow_private: bool,
     mut stop: watch::Receiver<bool>,
 ) {
     // reqwest may be built without a default TLS provider: name one (no-op
     // when one is installed already).
     let _ = rustls::crypto::ring::default_provider().install_default();
-    let http = match reqwest::Client::builder().build() {
+    let http = match notify::Webhooks::new(allow_private) {
         Ok(h) => h,
         Err(e) => {
             error!(error = %e, "cannot build the webhook client, alerts are not evaluated");

@@ -13,6 +13,7 @@ pub mod engine;
 pub mod links;
 pub mod notify;
 pub mod rules;
+pub mod target;
 
 use axum::body::Bytes;
 use axum::extract::{Path, RawQuery, State};
@@ -167,13 +168,11 @@ async fn put_settings(
         .check()
         .map_err(|e| ApiError::BadRequest(format!("rules: {e}")))?;
     if let Some(u) = &b.webhook_url {
-        let ok = url::Url::parse(u)
-            .is_ok_and(|u| matches!(u.scheme(), "http" | "https") && u.host().is_some());
-        if !ok {
-            return Err(ApiError::BadRequest(
-                "webhook_url: expected an http or https URL".to_owned(),
-            ));
-        }
+        // An http(s) URL, and (unless the configuration allows it) not to
+        // an internal address: checked again at every delivery.
+        target::check_url(u, s.webhook_allow_private)
+            .await
+            .map_err(|e| ApiError::BadRequest(format!("webhook_url: {e}")))?;
     }
     for t in b.email_to.iter().chain(b.email_from.iter()) {
         t.parse::<lettre::message::Mailbox>()

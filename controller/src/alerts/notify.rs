@@ -18,6 +18,8 @@ use meshtable_store::alerts::{Alert, PendingNotice};
 use meshtable_store::time::format_rfc3339_ms;
 use serde::Serialize;
 
+use super::target::{self, GuardedResolver, TargetError};
+
 /// How long one delivery attempt may take.
 pub const DELIVERY_TIMEOUT: Duration = Duration::from_secs(10);
 
@@ -30,6 +32,10 @@ pub enum NotifyError {
     /// The webhook could not be reached or did not answer 2xx.
     #[error("webhook: {0}")]
     Webhook(String),
+    /// The webhook's address is internal and the configuration does not
+    /// allow that ([`super::target`]); nothing was sent.
+    #[error("webhook refused: {0}")]
+    Refused(#[from] TargetError),
     /// An e-mail address or the SMTP server setting is wrong.
     #[error("e-mail settings: {0}")]
     Address(String),
@@ -55,7 +61,7 @@ impl NotifyError {
     /// The channel that failed: `webhook` or `email`.
     pub fn channel(&self) -> &'static str {
         match self {
-            NotifyError::Webhook(_) => "webhook",
+            NotifyError::Webhook(_) | NotifyError::Refused(_) => "webhook",
             NotifyError::Address(_) | NotifyError::Smtp(_) => "email",
         }
     }
@@ -77,20 +83,65 @@ pub fn webhook_body(network: &str, notices: &[PendingNotice]) -> serde_json::Val
     serde_json::to_value(body).unwrap_or_default()
 }
 
-/// POSTs a digest to a webhook.
+/// The HTTP client of webhook deliveries, and whether it may reach
+/// internal addresses (see [`super::target`]).
+#[derive(Debug, Clone)]
+pub struct Webhooks {
+    client: reqwest::Client,
+    allow_private: bool,
+}
+
+impl Webhooks {
+    /// The client for `alert_webhook_allow_private = allow_private`: when
+    /// false, names resolve through [`GuardedResolver`], redirects to
+    /// internal IP literals are refused and no proxy is used; when true,
+    /// reqwest's defaults (system proxy, redirects).
+    pub fn new(allow_private: bool) -> Result<Webhooks, reqwest::Error> {
+        let mut b = reqwest::Client::builder();
+        if !allow_private {
+            b = b
+                .dns_resolver(std::sync::Arc::new(GuardedResolver))
+                .redirect(target::redirect_policy())
+                .no_proxy();
+        }
+        Ok(Webhooks {
+            client: b.build()?,
+            allow_private,
+        })
+    }
+
+    /// The client (guarded unless internal addresses are allowed).
+    pub fn client(&self) -> &reqwest::Client {
+        &self.client
+    }
+
+    /// Whether internal addresses are allowed.
+    pub fn allow_private(&self) -> bool {
+        self.allow_private
+    }
+}
+
+/// POSTs a digest to a webhook, after checking its address again
+/// ([`target::check_url`]: DNS may have changed since it was saved).
 pub async fn send_webhook(
-    http: &reqwest::Client,
+    hooks: &Webhooks,
     url: &str,
     network: &str,
     notices: &[PendingNotice],
 ) -> Result<(), NotifyError> {
-    let r = http
+    target::check_url(url, hooks.allow_private).await?;
+    let r = hooks
+        .client
         .post(url)
         .timeout(DELIVERY_TIMEOUT)
         .json(&webhook_body(network, notices))
         .send()
         .await
-        .map_err(|e| NotifyError::Webhook(e.without_url().to_string()))?;
+        .map_err(|e| match target::refusal_in(&e) {
+            // The resolver or the redirect policy refused an address.
+            Some(t) => NotifyError::Refused(t.clone()),
+            None => NotifyError::Webhook(e.without_url().to_string()),
+        })?;
     if r.status().is_success() {
         Ok(())
     } else {

@@ -10,7 +10,7 @@
 //! | `POST /api/v1/tokens` `{"label","network","role","expires_in"}` | a session (tokens do not mint tokens) |
 //! | `POST /api/v1/users` `{"name","password","superadmin"}` | a superadmin |
 //! | `GET /api/v1/networks/{network}/roles` | `ManageUsers` in the network |
-//! | `PUT`/`DELETE /api/v1/networks/{network}/roles/{user}` `{"role"}` | `ManageUsers` in the network |
+//! | `PUT`/`DELETE /api/v1/networks/{network}/roles/{user}` `{"role"}` | `ManageUsers` in the network; `PUT` names a member of a network the caller manages (a superadmin: any account) |
 //! | `GET /api/v1/audit?network=&before=&limit=` | `ReadAudit` in the network; the whole log: a superadmin |
 
 use std::net::IpAddr;
@@ -576,6 +576,18 @@ struct GrantBody {
     role: String,
 }
 
+/// `PUT /api/v1/networks/{network}/roles/{user}`: gives `user` the role
+/// in the network (replacing the one they had there).
+///
+/// Account names are not the business of a network admin: only a
+/// superadmin (who creates accounts) may name any account, and learns
+/// that a name is unknown (404 `unknown user NAME`). Anyone else with
+/// `ManageUsers` may name only the members of networks they manage (an
+/// account holding a role in one of them, which `GET .../roles` shows them
+/// anyway); every other name, existing or not, gets the same 404
+/// `no member NAME in the networks you manage`, so a grant does not tell
+/// which accounts exist. A newcomer gets their first role from a
+/// superadmin (API or `meshtable user grant`).
 async fn grant_role(
     State(s): State<AppState>,
     caller: Caller,
@@ -588,13 +600,30 @@ async fn grant_role(
         .await?;
     let b: GrantBody = json_body(&body)?;
     let role: Role = b.role.parse().map_err(ApiError::BadRequest)?;
-    let creds = s
-        .store
-        .credentials(&user)
-        .await?
-        .ok_or_else(|| ApiError::NotFound(format!("unknown user {user}")))?;
+    let creds = s.store.credentials(&user).await?;
+    let account = if caller.is_superadmin() {
+        creds.ok_or_else(|| ApiError::NotFound(format!("unknown user {user}")))?
+    } else {
+        // The same answer, after the same reads, for a name that does not
+        // exist and for an account outside the caller's networks (no
+        // account has id 0: the roles of nobody, read all the same).
+        let id = creds.as_ref().map_or(0, |c| c.account.id);
+        let roles = s.store.roles_of(id).await?;
+        let member = roles
+            .iter()
+            .any(|(n, _)| caller.can(n, Action::ManageUsers));
+        match creds {
+            Some(c) if member => c,
+            _ => {
+                return Err(ApiError::NotFound(format!(
+                    "no member {user} in the networks you manage"
+                )));
+            }
+        }
+    }
+    .account;
     s.store
-        .grant_role(creds.account.id, &network, role.as_str(), now_ms())
+        .grant_role(account.id, &network, role.as_str(), now_ms())
         .await?;
     audit(
         &s.store,
