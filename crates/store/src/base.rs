@@ -48,8 +48,12 @@ pub struct TelemetryBase {
     pub report: Vec<u8>,
 }
 
-/// [`Store::save_telemetry_bases`] on a connection or in a transaction
-/// (`record_batch` writes the bases of its reports in its own).
+/// Remembers each node's last full report, one `(network, node, report)`
+/// per entry, on a connection or in a transaction: [`Store::record_batch`]
+/// calls it in its own, with the batch's accepted telemetry reports. For a
+/// node named twice, the later entry wins unless it is of the same boot
+/// with a smaller seq. A stored base is replaced by one of another boot or
+/// a larger seq only, so a redelivered older report never sets it back.
 pub(crate) async fn save_bases(
     conn: &impl ConnectionTrait,
     bases: &[(&str, &str, &Telemetry)],
@@ -109,19 +113,6 @@ pub(crate) async fn save_bases(
 }
 
 impl Store {
-    /// Remembers each node's last full report, one `(network, node, report)`
-    /// per entry (for a node named twice, the later entry wins unless it is
-    /// of the same boot with a smaller seq). A stored
-    /// base is replaced by one of another boot or a larger seq only, so a
-    /// redelivered older report never sets it back.
-    pub async fn save_telemetry_bases(
-        &self,
-        bases: &[(&str, &str, &Telemetry)],
-        now_ms: i64,
-    ) -> Result<(), StoreError> {
-        save_bases(&self.db, bases, now_ms).await
-    }
-
     /// The stored base of a node, if any.
     pub async fn telemetry_base(
         &self,

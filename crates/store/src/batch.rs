@@ -23,11 +23,10 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 
 use meshtable_proto::{Hello, Message, Report, Status, Telemetry};
-use sea_orm::sea_query::Query;
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    QueryTrait, Statement, Value,
+    Statement, Value,
 };
 
 use crate::clock::{Anchors, Placement};
@@ -241,6 +240,10 @@ pub(crate) struct PrevCache {
     by_node: HashMap<i64, i64>,
 }
 
+/// Node keys [`Store`] remembers having seen a row of at most; beyond, it
+/// starts over.
+pub(crate) const KNOWN_NODES_MAX: usize = 1_000_000;
+
 /// Nodes whose latest sample the cache keeps at most; beyond, it starts over.
 const PREV_CACHE_MAX: usize = 100_000;
 
@@ -421,11 +424,15 @@ impl Store {
         crate::topology::record_reports(&txn, &mesh).await?;
         // Each node's last telemetry, the base the controller's reassembly
         // of compact reports resumes from after a restart (`crate::base`).
+        // Only reports stored now: a redelivered one of an earlier boot
+        // would set the base back to that boot.
         let bases: Vec<(&str, &str, &Telemetry)> = items
             .iter()
-            .zip(&prepared)
-            .filter_map(|(incoming, p)| match (incoming.content, p) {
-                (Content::Telemetry(t), Ok(_)) => Some((incoming.network, incoming.node, t)),
+            .zip(&outcomes)
+            .filter_map(|(incoming, outcome)| match (incoming.content, outcome) {
+                (Content::Telemetry(t), Outcome::Inserted) => {
+                    Some((incoming.network, incoming.node, t))
+                }
                 _ => None,
             })
             .collect();
@@ -438,6 +445,10 @@ impl Store {
 
     /// Steps 1 and 2: creates missing networks and nodes, then reads (and on
     /// PostgreSQL locks) the batch's node rows. Returns them by key index.
+    ///
+    /// Nodes this store saw a row of before are not inserted again: the
+    /// insert would find them and do nothing. One that went meanwhile (a
+    /// node deleted by an admin) is missing from the read, and inserted then.
     async fn upsert_nodes(
         &self,
         txn: &DatabaseTransaction,
@@ -449,20 +460,83 @@ impl Store {
             let (ka, kb) = (&keys.first[a], &keys.first[b]);
             (&ka.0, &ka.1).cmp(&(&kb.0, &kb.1))
         });
-
-        let mut networks: Vec<network::ActiveModel> = Vec::new();
-        let mut net_seen: HashMap<&str, usize> = HashMap::new();
-        // The network's first item is the first item of any of its nodes.
-        for (i, (net, _, received_ms, _)) in keys.first.iter().enumerate() {
-            if !net_seen.contains_key(net.as_str()) {
-                net_seen.insert(net, i);
-                networks.push(network::ActiveModel {
-                    id: Set(net.clone()),
-                    first_seen_ms: Set(*received_ms),
-                });
-            }
+        let unknown: Vec<usize> = {
+            let known = self.known_nodes.lock().unwrap_or_else(|e| e.into_inner());
+            order
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    let (net, node, _, _) = &keys.first[i];
+                    !known.contains(&(net.clone(), node.clone()))
+                })
+                .collect()
+        };
+        self.insert_nodes(txn, keys, &unknown).await?;
+        let mut rows = self.select_nodes(txn, keys, &order).await?;
+        if rows.len() < order.len() {
+            let gone: Vec<usize> = order
+                .iter()
+                .copied()
+                .filter(|&i| {
+                    let (net, node, _, _) = &keys.first[i];
+                    !rows.contains_key(&(net.clone(), node.clone()))
+                })
+                .collect();
+            self.insert_nodes(txn, keys, &gone).await?;
+            rows.extend(self.select_nodes(txn, keys, &gone).await?);
         }
-        networks.sort_by(|a, b| a.id.as_ref().cmp(b.id.as_ref()));
+        {
+            let mut known = self.known_nodes.lock().unwrap_or_else(|e| e.into_inner());
+            if known.len() > KNOWN_NODES_MAX {
+                known.clear();
+            }
+            known.extend(rows.keys().cloned());
+        }
+        keys.first
+            .iter()
+            .map(|(net, node, _, _)| {
+                rows.remove(&(net.clone(), node.clone()))
+                    .map(|row| NodeState {
+                        row,
+                        changed: false,
+                        transitions: Vec::new(),
+                    })
+                    .ok_or_else(|| {
+                        StoreError::Database(sea_orm::DbErr::RecordNotFound(format!(
+                            "node {net}/{node} vanished"
+                        )))
+                    })
+            })
+            .collect()
+    }
+
+    /// Inserts the networks and nodes of `keys.first[i]` for `i` in `order`
+    /// (sorted by key) that do not exist, each as its first item would
+    /// create it.
+    async fn insert_nodes(
+        &self,
+        txn: &DatabaseTransaction,
+        keys: &NodeKeys,
+        order: &[usize],
+    ) -> Result<(), StoreError> {
+        if order.is_empty() {
+            return Ok(());
+        }
+        // The network's first item is the first item of any of its nodes
+        // (keys are numbered in order of first appearance).
+        let mut first_of: BTreeMap<&str, usize> = BTreeMap::new();
+        for &i in order {
+            let net = keys.first[i].0.as_str();
+            let first = first_of.entry(net).or_insert(i);
+            *first = (*first).min(i);
+        }
+        let networks: Vec<network::ActiveModel> = first_of
+            .into_iter()
+            .map(|(net, i)| network::ActiveModel {
+                id: Set(net.to_owned()),
+                first_seen_ms: Set(keys.first[i].2),
+            })
+            .collect();
         for chunk in chunked(networks, 2) {
             network::Entity::insert_many(chunk)
                 .on_conflict_do_nothing()
@@ -496,6 +570,17 @@ impl Store {
                 .await?;
         }
 
+        Ok(())
+    }
+
+    /// Reads (and on PostgreSQL locks, in key order) the node rows of
+    /// `keys.first[i]` for `i` in `order`, by (network, node).
+    async fn select_nodes(
+        &self,
+        txn: &DatabaseTransaction,
+        keys: &NodeKeys,
+        order: &[usize],
+    ) -> Result<HashMap<(String, String), node::Model>, StoreError> {
         let backend = txn.get_database_backend();
         let mut rows: HashMap<(String, String), node::Model> = HashMap::new();
         for chunk in order.chunks(MAX_PARAMS / 2) {
@@ -529,22 +614,7 @@ impl Store {
                 rows.insert((row.network.clone(), row.node.clone()), row);
             }
         }
-        keys.first
-            .iter()
-            .map(|(net, node, _, _)| {
-                rows.remove(&(net.clone(), node.clone()))
-                    .map(|row| NodeState {
-                        row,
-                        changed: false,
-                        transitions: Vec::new(),
-                    })
-                    .ok_or_else(|| {
-                        StoreError::Database(sea_orm::DbErr::RecordNotFound(format!(
-                            "node {net}/{node} vanished"
-                        )))
-                    })
-            })
-            .collect()
+        Ok(rows)
     }
 
     /// Step 3: for each telemetry key, whether it is stored, and the stored
@@ -630,25 +700,12 @@ impl Store {
         };
         let statements: Vec<Statement> = match unnest {
             Some(statement) => vec![statement],
-            None => chunked(rows, 26)
-                .into_iter()
-                .map(|chunk| {
-                    let mut insert = sample::Entity::insert_many(chunk)
-                        .on_conflict_do_nothing_on([
-                            sample::Column::NodeId,
-                            sample::Column::BootId,
-                            sample::Column::Seq,
-                        ])
-                        .into_query();
-                    insert.returning(Query::returning().columns([
-                        sample::Column::Id,
-                        sample::Column::NodeId,
-                        sample::Column::BootId,
-                        sample::Column::Seq,
-                    ]));
-                    backend.build(&insert)
-                })
-                .collect(),
+            None => values_statements(
+                backend,
+                &rows,
+                "ON CONFLICT (node_id, boot_id, seq) DO NOTHING \
+                 RETURNING id, node_id, boot_id, seq",
+            )?,
         };
         for statement in statements {
             for row in txn.query_all_raw(statement).await? {
@@ -681,14 +738,12 @@ impl Store {
             Backend::Postgres => crate::unnest::insert_statement(&ifaces, ""),
             Backend::Sqlite => None,
         };
-        if let Some(statement) = unnest {
+        let statements = match unnest {
+            Some(statement) => vec![statement],
+            None => values_statements(backend, &ifaces, "")?,
+        };
+        for statement in statements {
             txn.execute_raw(statement).await?;
-        } else {
-            for chunk in chunked(ifaces, 12) {
-                interface_sample::Entity::insert_many(chunk)
-                    .exec_without_returning(txn)
-                    .await?;
-            }
         }
         Ok(ids)
     }
@@ -747,67 +802,76 @@ impl Store {
         txn: &DatabaseTransaction,
         nodes: &[NodeState],
     ) -> Result<(), StoreError> {
-        let changed = nodes.iter().filter(|n| n.changed).map(|n| &n.row);
-        if self.backend == Backend::Postgres {
-            // One UNNEST statement for all of them (see `crate::unnest`).
-            let Some(first) = changed.clone().next() else {
-                return Ok(());
-            };
-            let mut names = vec![sea_orm::Iden::to_string(&node::Column::Id)];
-            names.extend(node_updates(first).map(|(c, _)| sea_orm::Iden::to_string(&c)));
-            let rows: Vec<Vec<Value>> = changed
-                .clone()
-                .map(|r| {
-                    let mut row = vec![Value::from(r.id)];
-                    row.extend(node_updates(r).map(|(_, v)| v));
-                    row
-                })
-                .collect();
-            if let Some(statement) = crate::unnest::update_statement("node", names, rows) {
-                txn.execute_raw(statement).await?;
-                return Ok(());
-            }
-        }
-        // SQLite: one UPDATE ... FROM a VALUES list per chunk of nodes.
-        let backend = txn.get_database_backend();
-        let rows: Vec<&node::Model> = changed.collect();
-        let Some(first) = rows.first() else {
-            return Ok(());
-        };
-        let names: Vec<String> = node_updates(first)
+        let mut names = vec![sea_orm::Iden::to_string(&node::Column::Id)];
+        names.extend(
+            node_updates(&nodes[0].row)
+                .iter()
+                .map(|(c, _)| sea_orm::Iden::to_string(c)),
+        );
+        let rows: Vec<Vec<Value>> = nodes
             .iter()
-            .map(|(c, _)| sea_orm::Iden::to_string(c))
+            .filter(|n| n.changed)
+            .map(|n| {
+                let mut row = vec![Value::from(n.row.id)];
+                row.extend(node_updates(&n.row).map(|(_, v)| v));
+                row
+            })
             .collect();
-        for chunk in rows.chunks(MAX_PARAMS / (names.len() + 1)) {
-            let mut values = Vec::with_capacity(chunk.len() * (names.len() + 1));
-            let mut tuples = Vec::with_capacity(chunk.len());
-            for r in chunk {
-                let first = values.len();
-                values.push(Value::from(r.id));
-                values.extend(node_updates(r).map(|(_, v)| v));
-                tuples.push(format!(
-                    "({})",
-                    (first + 1..=values.len())
-                        .map(|n| placeholder(backend, n))
-                        .collect::<Vec<_>>()
-                        .join(", ")
-                ));
-            }
-            let sql = format!(
-                "WITH v(id, {}) AS (VALUES {}) UPDATE node SET {} FROM v WHERE node.id = v.id",
-                names.join(", "),
-                tuples.join(", "),
-                names
-                    .iter()
-                    .map(|n| format!("{n} = v.{n}"))
+        update_rows(txn, "node", names, rows).await
+    }
+}
+
+/// Sets the columns `names[1..]` of the rows of `table` whose key column
+/// `names[0]` matches, one row of values (key first) per row to update, with
+/// as few statements as the rows allow: one `UPDATE ... FROM UNNEST(...)` on
+/// PostgreSQL (see `crate::unnest`), one `UPDATE ... FROM (VALUES ...)` per
+/// chunk of [`MAX_PARAMS`] values elsewhere. Every row has the same number
+/// of values as `names`.
+pub(crate) async fn update_rows(
+    txn: &DatabaseTransaction,
+    table: &str,
+    names: Vec<String>,
+    rows: Vec<Vec<Value>>,
+) -> Result<(), StoreError> {
+    if rows.is_empty() {
+        return Ok(());
+    }
+    let backend = txn.get_database_backend();
+    if backend == DbBackend::Postgres
+        && let Some(statement) = crate::unnest::update_statement(table, names.clone(), rows.clone())
+    {
+        txn.execute_raw(statement).await?;
+        return Ok(());
+    }
+    let key = &names[0];
+    for chunk in rows.chunks((MAX_PARAMS / names.len()).max(1)) {
+        let mut values = Vec::with_capacity(chunk.len() * names.len());
+        let mut tuples = Vec::with_capacity(chunk.len());
+        for row in chunk {
+            let first = values.len();
+            values.extend(row.iter().cloned());
+            tuples.push(format!(
+                "({})",
+                (first + 1..=values.len())
+                    .map(|n| placeholder(backend, n))
                     .collect::<Vec<_>>()
                     .join(", ")
-            );
-            txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
-                .await?;
+            ));
         }
-        Ok(())
+        let sql = format!(
+            "WITH v({}) AS (VALUES {}) UPDATE \"{table}\" SET {} FROM v WHERE \"{table}\".{key} = v.{key}",
+            names.join(", "),
+            tuples.join(", "),
+            names[1..]
+                .iter()
+                .map(|n| format!("{n} = v.{n}"))
+                .collect::<Vec<_>>()
+                .join(", ")
+        );
+        txn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
+            .await?;
     }
+    Ok(())
 }
 
 /// The node columns a batch writes back, with their replayed values.
@@ -964,6 +1028,56 @@ fn new_sample(
             ifaces: counters,
         },
     )
+}
+
+/// `INSERT INTO table (...) VALUES (...), (...) suffix` for `rows`, in as
+/// many statements of at most [`MAX_PARAMS`] parameters as it takes. Written
+/// here rather than by sea-query's builder: a batch inserts thousands of
+/// rows, and building them value by value through it cost more CPU than
+/// the database spent storing them.
+fn values_statements<A>(
+    backend: DbBackend,
+    rows: &[A],
+    suffix: &str,
+) -> Result<Vec<Statement>, StoreError>
+where
+    A: sea_orm::ActiveModelTrait,
+{
+    if rows.is_empty() {
+        return Ok(Vec::new());
+    }
+    let (names, rows) = crate::unnest::rows_of(rows).ok_or_else(|| {
+        StoreError::Invalid("rows of one insert set different columns".to_owned())
+    })?;
+    let table = sea_orm::Iden::to_string(&<A::Entity as Default>::default());
+    let columns = names
+        .iter()
+        .map(|n| format!("\"{n}\""))
+        .collect::<Vec<_>>()
+        .join(", ");
+    let per = (MAX_PARAMS / names.len()).max(1);
+    let mut out = Vec::with_capacity(rows.len().div_ceil(per));
+    for chunk in rows.chunks(per) {
+        let mut sql = format!("INSERT INTO \"{table}\" ({columns}) VALUES ");
+        let mut values = Vec::with_capacity(chunk.len() * names.len());
+        for (r, row) in chunk.iter().enumerate() {
+            sql.push_str(if r == 0 { "(" } else { ", (" });
+            for (c, v) in row.iter().enumerate() {
+                if c > 0 {
+                    sql.push_str(", ");
+                }
+                values.push(v.clone());
+                sql.push_str(&placeholder(backend, values.len()));
+            }
+            sql.push(')');
+        }
+        if !suffix.is_empty() {
+            sql.push(' ');
+            sql.push_str(suffix);
+        }
+        out.push(Statement::from_sql_and_values(backend, sql, values));
+    }
+    Ok(out)
 }
 
 /// Splits rows into statements of at most [`MAX_PARAMS`] parameters.

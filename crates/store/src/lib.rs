@@ -107,6 +107,9 @@ pub struct Store {
     /// Each node's latest committed sample, what the next report's rates
     /// derive from (see [`batch::PrevCache`]).
     prev_cache: std::sync::Arc<std::sync::Mutex<batch::PrevCache>>,
+    /// (network, node) keys whose node row the batch writer has read: it
+    /// does not insert them again (see `Store::record_batch`).
+    known_nodes: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
 }
 
 /// Where a `sqlite:` URL points.
@@ -275,6 +278,7 @@ impl Store {
             backend,
             clock_max_skew_ms: clock::DEFAULT_MAX_SKEW_MS,
             prev_cache: Default::default(),
+            known_nodes: Default::default(),
         })
     }
 

@@ -388,25 +388,49 @@ async fn record_links(
         }
     }
 
-    for (row, dirty) in existing.values() {
-        if !dirty {
-            continue;
-        }
-        link::Entity::update_many()
-            .col_expr(link::Column::Originator, Expr::val(row.originator.clone()))
-            .col_expr(link::Column::Rxcost, Expr::val(row.rxcost))
-            .col_expr(link::Column::Txcost, Expr::val(row.txcost))
-            .col_expr(link::Column::Cost, Expr::val(row.cost))
-            .col_expr(link::Column::Tq, Expr::val(row.tq))
-            .col_expr(link::Column::Best, Expr::val(row.best))
-            .col_expr(link::Column::SignalDbm, Expr::val(row.signal_dbm))
-            .col_expr(link::Column::LastSeenMs, Expr::val(row.last_seen_ms))
-            .col_expr(link::Column::Up, Expr::val(row.up))
-            .col_expr(link::Column::UpSinceMs, Expr::val(row.up_since_ms))
-            .filter(link::Column::Id.eq(row.id))
-            .exec(txn)
-            .await?;
-    }
+    // Every changed link in one statement (or a few).
+    let names = [
+        link::Column::Id,
+        link::Column::Originator,
+        link::Column::Rxcost,
+        link::Column::Txcost,
+        link::Column::Cost,
+        link::Column::Tq,
+        link::Column::Best,
+        link::Column::SignalDbm,
+        link::Column::LastSeenMs,
+        link::Column::Up,
+        link::Column::UpSinceMs,
+    ]
+    .iter()
+    .map(sea_orm::Iden::to_string)
+    .collect();
+    let mut changed: Vec<&link::Model> = existing
+        .values()
+        .filter(|(_, dirty)| *dirty)
+        .map(|(row, _)| row)
+        .collect();
+    // In id order, so that concurrent writers lock rows in the same order.
+    changed.sort_by_key(|row| row.id);
+    let rows: Vec<Vec<Value>> = changed
+        .into_iter()
+        .map(|row| {
+            vec![
+                Value::from(row.id),
+                Value::from(row.originator.clone()),
+                Value::from(row.rxcost),
+                Value::from(row.txcost),
+                Value::from(row.cost),
+                Value::from(row.tq),
+                Value::from(row.best),
+                Value::from(row.signal_dbm),
+                Value::from(row.last_seen_ms),
+                Value::from(row.up),
+                Value::from(row.up_since_ms),
+            ]
+        })
+        .collect();
+    crate::batch::update_rows(txn, "link", names, rows).await?;
 
     if !new_links.is_empty() {
         let first_seen: HashMap<LinkKey, i64> = new_links

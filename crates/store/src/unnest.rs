@@ -59,7 +59,7 @@ fn same_variant(a: &Value, b: &Value) -> bool {
 /// The columns set in the first row (a column left unset there, such as a
 /// serial id, is left out), with every row's values. `None` when the rows
 /// disagree about which columns are set.
-fn rows_of<A>(rows: &[A]) -> Option<(Vec<String>, Vec<Vec<Value>>)>
+pub(crate) fn rows_of<A>(rows: &[A]) -> Option<(Vec<String>, Vec<Vec<Value>>)>
 where
     A: ActiveModelTrait,
 {

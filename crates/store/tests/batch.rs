@@ -275,3 +275,45 @@ async fn batch_cases() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// The writer remembers which nodes have a row and stops inserting them; a
+/// node row removed behind its back (by another process) is created again
+/// by the node's next message, as its first message would have.
+#[tokio::test]
+async fn a_node_removed_behind_the_writers_back_comes_back() -> anyhow::Result<()> {
+    common::each_database("node_removed", |url, _| async move {
+        use sea_orm::{ConnectionTrait, Database};
+        let store = Store::connect(&url).await?;
+        let hello = examples::hello_v1();
+        let item = |received_ms: i64| Incoming {
+            network: "net",
+            node: "n1",
+            content: Content::Hello(&hello),
+            received_ms,
+        };
+        assert_eq!(store.record_batch(&[item(T0)]).await?, [Outcome::Inserted]);
+        let other = Database::connect(url.as_str()).await?;
+        let removed = other
+            .execute_unprepared("DELETE FROM node WHERE network = 'net' AND node = 'n1'")
+            .await?;
+        ensure!(
+            removed.rows_affected() == 1,
+            "removed {}",
+            removed.rows_affected()
+        );
+        ensure!(
+            store.node_detail("net", "n1").await?.is_none(),
+            "still there"
+        );
+        assert_eq!(
+            store.record_batch(&[item(T0 + 5_000)]).await?,
+            [Outcome::Inserted]
+        );
+        let d = store.node_detail("net", "n1").await?.expect("node again");
+        assert_eq!(d.summary.first_seen_ms, T0 + 5_000);
+        other.close().await?;
+        store.close().await?;
+        Ok(())
+    })
+    .await
+}
