@@ -26,12 +26,13 @@ INFLIGHT=${INFLIGHT:-1000}
 MQTT_URL=${MQTT_URL:-}
 PG_ADMIN_URL=${PG_ADMIN_URL-postgres://postgres@127.0.0.1:5432/test}
 
-# SKIP_BUILD=1 uses the release binaries as they are.
+# SKIP_BUILD=1 uses the release binaries as they are; MESHTABLE_BIN and
+# INGEST_BENCH_BIN name other builds (to compare two commits in one sitting).
 if [ -z "${SKIP_BUILD:-}" ]; then
     cargo build --release -q -p meshtable --bin meshtable --example ingest_bench
 fi
-BIN=target/release/meshtable
-BENCH=target/release/examples/ingest_bench
+BIN=${MESHTABLE_BIN:-target/release/meshtable}
+BENCH=${INGEST_BENCH_BIN:-target/release/examples/ingest_bench}
 
 tmp=$(mktemp -d)
 pgdb="meshtable_ingest_bench_$$"

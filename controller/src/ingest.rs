@@ -5,28 +5,36 @@
 //! subscribed at QoS 1, acknowledging by hand.
 //!
 //! ```text
-//! event loop task --(bounded channel)--> writer task --> Store
-//!   polls rumqttc, never blocks            takes a batch, decodes, stores it
-//!   (keepalive pings go on)                in one transaction (retrying the
-//!                                          batch on store errors), then acks
+//! event loop --(queue)--> decoder --(parts, by node)--> committer(s) --> Store
+//!   polls rumqttc,          takes a batch,                stores its part in one
+//!   never blocks            verifies, decodes,            transaction (retrying on
+//!   (keepalive pings        splits it by node     acker   store errors)
+//!   go on)                  --(tickets, in order)-->  waits until every part of a
+//!                                                     batch committed, then acks it
 //! ```
 //!
-//! The writer takes up to [`BATCH_MAX`] messages at a time (what waits, plus
-//! what arrives within [`BATCH_LINGER`]) and records them with one
+//! The decoder takes up to [`BATCH_MAX`] messages at a time (what waits,
+//! plus what arrives within [`BATCH_LINGER`]) and splits their reports by
+//! node among the committers: one on SQLite, which has one writer anyway,
+//! [`POSTGRES_COMMITTERS`] on PostgreSQL, whose transactions run side by
+//! side. A node's reports always go to the same committer, so they are
+//! stored in the order they came. Each committer records its part with one
 //! [`Store::record_batch`], which has the effect of storing them one by one.
+//! Decoding, committing and acking run side by side: while one batch
+//! commits, the next is decoded.
 //!
 //! Invariants:
 //! - A message is acknowledged only after its batch committed (or once it is
 //!   known to be bad: a refused message is counted, logged and acked with its
 //!   batch, since no retry can make it good). A batch that fails is retried
 //!   whole, and none of it is acked before it commits.
-//! - Acks go out in the order messages arrived: batches are taken in order
-//!   and acked message by message in order, and brokers (rumqttd) insist on
-//!   in-order acks.
+//! - Acks go out in the order messages arrived: the acker takes batches in
+//!   order, waits for all of a batch's parts, and acks it message by message
+//!   in order; brokers (rumqttd) insist on in-order acks.
 //! - A retained hello or state is recorded only when it is news (see
-//!   [`retained_is_news`]), judged against the database before its batch; so
-//!   a retained message for a node that an earlier message of the batch
-//!   names starts a new batch.
+//!   [`retained_is_news`]), judged against the database once every earlier
+//!   batch committed; so a retained message for a node that an earlier
+//!   message of its own batch names starts a new batch.
 //! - Nothing is dropped. When the channel is full the event loop parks
 //!   messages in an overflow list and keeps polling; that list stays small
 //!   because a broker sends no more unacknowledged QoS 1 messages than its
@@ -43,7 +51,7 @@ use std::time::{Duration, SystemTime, UNIX_EPOCH};
 use meshtable_proto::{Kind, Report, Topic};
 use meshtable_store::{Incoming, Outcome, Store, StoreError};
 use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
-use tokio::sync::{mpsc, watch};
+use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
 
@@ -58,6 +66,12 @@ pub const QUEUE_CAPACITY: usize = 1024;
 
 /// Most messages the writer records in one transaction.
 pub const BATCH_MAX: usize = 500;
+
+/// Decoded parts that wait for each committer at most.
+pub const PIPELINE_DEPTH: usize = 1;
+
+/// Committers on PostgreSQL (see the module documentation).
+pub const POSTGRES_COMMITTERS: usize = 2;
 
 /// How long the writer waits for more messages after the first of a batch.
 ///
@@ -279,7 +293,8 @@ pub struct Ingest {
     client: AsyncClient,
     status: watch::Receiver<IngestStatus>,
     event_loop: JoinHandle<()>,
-    writer: JoinHandle<()>,
+    /// The decoder, the committers and the acker, in the order they finish.
+    writers: Vec<(&'static str, JoinHandle<()>)>,
     filter: String,
     progress: Arc<Progress>,
     ended: watch::Receiver<bool>,
@@ -321,27 +336,68 @@ impl Ingest {
             .run(EndGuard(ended_tx.clone())),
         );
         drop(tx);
-        let writer = tokio::spawn(
-            Writer {
-                rx,
-                store,
-                metrics,
-                registry,
-                client: client.clone(),
-                epoch,
-                stop,
-                progress: progress.clone(),
-                held: None,
-                abandoned: false,
-                reassembly: Reassembly::new(),
-            }
-            .run(writer_guard),
-        );
+        let committers = match store.backend() {
+            meshtable_store::Backend::Sqlite => 1,
+            meshtable_store::Backend::Postgres => POSTGRES_COMMITTERS,
+        };
+        let (committed_tx, committed) = watch::channel(0u64);
+        let (tickets_tx, tickets) = mpsc::channel(committers * (PIPELINE_DEPTH + 1) + 1);
+        let mut parts_tx = Vec::with_capacity(committers);
+        let mut writers = Vec::with_capacity(committers + 2);
+        let mut committer_tasks = Vec::with_capacity(committers);
+        for _ in 0..committers {
+            let (tx, parts) = mpsc::channel(PIPELINE_DEPTH);
+            parts_tx.push(tx);
+            committer_tasks.push((
+                "committer",
+                tokio::spawn(
+                    Committer {
+                        parts,
+                        store: store.clone(),
+                        metrics: metrics.clone(),
+                        stop: stop.clone(),
+                    }
+                    .run(EndGuard(ended_tx.clone())),
+                ),
+            ));
+        }
+        writers.push((
+            "decoder",
+            tokio::spawn(
+                Decoder {
+                    rx,
+                    store,
+                    metrics,
+                    registry,
+                    held: None,
+                    reassembly: Reassembly::new(),
+                    parts: parts_tx,
+                    tickets: tickets_tx,
+                    sent: 0,
+                    committed,
+                }
+                .run(EndGuard(ended_tx.clone())),
+            ),
+        ));
+        writers.extend(committer_tasks);
+        writers.push((
+            "acker",
+            tokio::spawn(
+                Acker {
+                    tickets,
+                    client: client.clone(),
+                    epoch,
+                    progress: progress.clone(),
+                    committed: committed_tx,
+                }
+                .run(writer_guard),
+            ),
+        ));
         Ingest {
             client,
             status,
             event_loop,
-            writer,
+            writers,
             filter,
             progress,
             ended,
@@ -384,14 +440,19 @@ impl Ingest {
         let Ingest {
             client,
             event_loop,
-            writer,
+            writers,
             ..
         } = self;
-        let writer_abort = writer.abort_handle();
-        let loop_abort = event_loop.abort_handle();
+        let mut aborts: Vec<_> = writers.iter().map(|(_, h)| h.abort_handle()).collect();
+        aborts.push(event_loop.abort_handle());
         let finish = async {
-            if let Err(e) = writer.await {
-                error!(error = %e, "ingest writer failed");
+            // The decoder ends when the event loop closes the queue, the
+            // committers when the decoder is gone and their parts are
+            // stored, the acker when every batch is acked.
+            for (task, handle) in writers {
+                if let Err(e) = handle.await {
+                    error!(task, error = %e, "ingest writer failed");
+                }
             }
             // Queued after the writer's acks, so sent after them.
             let _ = client.disconnect().await;
@@ -401,8 +462,9 @@ impl Ingest {
         };
         if tokio::time::timeout(timeout, finish).await.is_err() {
             warn!("ingest did not finish in time, unacknowledged messages stay with the broker");
-            writer_abort.abort();
-            loop_abort.abort();
+            for abort in aborts {
+                abort.abort();
+            }
         }
     }
 }
@@ -567,7 +629,7 @@ impl EventLoopTask {
     }
 }
 
-/// A message the writer took from the channel, decoded.
+/// A message the decoder took from the queue, decoded.
 struct Taken {
     item: Item,
     /// The report to store, or `None` when there is nothing to store: the
@@ -576,27 +638,46 @@ struct Taken {
     report: Option<(Topic, Box<Report>)>,
 }
 
-struct Writer {
+/// A report to store: its topic, content and reception time.
+type ToStore = (Topic, Box<Report>, i64);
+
+/// One committer's share of a batch.
+struct Part {
+    reports: Vec<ToStore>,
+    /// Sent once the part committed; dropped unsent when it never will.
+    done: oneshot::Sender<()>,
+}
+
+/// A batch on its way to the acks.
+struct Ticket {
+    /// Its messages, in the order they came.
+    items: Vec<Item>,
+    /// One per part of the batch.
+    parts: Vec<oneshot::Receiver<()>>,
+}
+
+/// Takes batches from the queue, verifies and decodes them, and hands their
+/// parts to the [`Committer`]s and the batch to the [`Acker`].
+struct Decoder {
     rx: mpsc::Receiver<Item>,
     store: Store,
     metrics: Arc<Metrics>,
     /// Verifies every message (network, signature, topic) before decoding.
     registry: Arc<Registry>,
-    /// The ingest client, for the acks.
-    client: AsyncClient,
-    /// The connection's epoch (reconnect count).
-    epoch: Arc<AtomicU64>,
-    stop: watch::Receiver<bool>,
-    progress: Arc<Progress>,
     /// A message taken that starts the next batch.
     held: Option<Item>,
-    /// Set when shutdown interrupted a store retry: the rest stays unacked.
-    abandoned: bool,
     /// Decodes telemetry, full or compact (see [`crate::reassemble`]).
     reassembly: Reassembly,
+    /// One per committer.
+    parts: Vec<mpsc::Sender<Part>>,
+    tickets: mpsc::Sender<Ticket>,
+    /// Batches handed over.
+    sent: u64,
+    /// Batches committed and acked.
+    committed: watch::Receiver<u64>,
 }
 
-impl Writer {
+impl Decoder {
     async fn run(mut self, _ended: EndGuard) {
         loop {
             let first = match self.held.take() {
@@ -606,17 +687,41 @@ impl Writer {
                     None => return,
                 },
             };
-            self.progress
-                .last_taken_ms
-                .store(first.received_ms, Ordering::SeqCst);
             let batch = self.take_batch(first).await;
-            let n = batch.len();
-            self.handle_batch(batch).await;
-            if self.abandoned {
+            if !self.hand_over(batch).await {
+                // A committer or the acker gave up (shutdown with the store
+                // failing): what was taken stays unacknowledged, with the broker.
                 return;
             }
-            self.progress.pending.fetch_sub(n, Ordering::SeqCst);
+            self.sent += 1;
         }
+    }
+
+    /// Splits a batch by node among the committers, and hands it to the
+    /// acker. False when one of them is gone.
+    async fn hand_over(&mut self, batch: Vec<Taken>) -> bool {
+        let n = self.parts.len();
+        let mut shares: Vec<Vec<ToStore>> = (0..n).map(|_| Vec::new()).collect();
+        let mut items = Vec::with_capacity(batch.len());
+        for Taken { item, report } in batch {
+            if let Some((topic, report)) = report {
+                let k = if n == 1 { 0 } else { committer_of(&topic, n) };
+                shares[k].push((topic, report, item.received_ms));
+            }
+            items.push(item);
+        }
+        let mut parts = Vec::new();
+        for (k, reports) in shares.into_iter().enumerate() {
+            if reports.is_empty() {
+                continue;
+            }
+            let (done, rx) = oneshot::channel();
+            if self.parts[k].send(Part { reports, done }).await.is_err() {
+                return false;
+            }
+            parts.push(rx);
+        }
+        self.tickets.send(Ticket { items, parts }).await.is_ok()
     }
 
     /// Takes up to [`BATCH_MAX`] messages, waiting at most [`BATCH_LINGER`]
@@ -682,30 +787,12 @@ impl Writer {
         batch
     }
 
-    /// Stores a batch in one transaction (retrying until it works), then
-    /// acks its messages in the order they arrived.
-    async fn handle_batch(&mut self, batch: Vec<Taken>) {
-        if batch.iter().any(|t| t.report.is_some()) && !self.store_with_retry(&batch).await {
-            // Shutting down with the store failing: leave this batch and
-            // the rest to the broker.
-            warn!("store unavailable at shutdown, leaving queued messages unacknowledged");
-            self.abandoned = true;
-            return;
-        }
-        let epoch = self.epoch.load(Ordering::SeqCst);
-        for taken in &batch {
-            if taken.item.epoch == epoch {
-                if let Err(e) = self.client.ack(&taken.item.publish).await {
-                    warn!(error = %e, "cannot queue an ack");
-                }
-            } else {
-                debug!(topic = %taken.item.publish.topic, "not acking a message of an earlier connection");
-            }
-        }
-    }
-
-    /// [`retained_is_news`]; on a store error, assumes it is.
-    async fn retained_is_news(&self, topic: &Topic, report: &Report) -> bool {
+    /// [`retained_is_news`], judged once every batch handed over before
+    /// committed; on a store error, assumes it is.
+    async fn retained_is_news(&mut self, topic: &Topic, report: &Report) -> bool {
+        let sent = self.sent;
+        // Err: the acker is gone, and this batch will not be stored.
+        let _ = self.committed.wait_for(|c| *c >= sent).await;
         retained_is_news(&self.store, topic, report)
             .await
             .unwrap_or_else(|e| {
@@ -713,18 +800,41 @@ impl Writer {
                 true
             })
     }
+}
+
+/// The committer that stores a node's reports, of `n`.
+fn committer_of(topic: &Topic, n: usize) -> usize {
+    use std::hash::{BuildHasher, BuildHasherDefault, DefaultHasher};
+    let hash = BuildHasherDefault::<DefaultHasher>::default()
+        .hash_one((topic.network.as_str(), topic.node.as_str()));
+    usize::try_from(hash % n as u64).unwrap_or(0)
+}
+
+/// Stores parts of batches, one transaction each.
+struct Committer {
+    parts: mpsc::Receiver<Part>,
+    store: Store,
+    metrics: Arc<Metrics>,
+    stop: watch::Receiver<bool>,
+}
+
+impl Committer {
+    async fn run(mut self, _ended: EndGuard) {
+        while let Some(part) = self.parts.recv().await {
+            if !self.store_with_retry(&part.reports).await {
+                // Shutting down with the store failing: leave this part and
+                // the rest to the broker (the acker sees `done` dropped).
+                warn!("store unavailable at shutdown, leaving queued messages unacknowledged");
+                return;
+            }
+            let _ = part.done.send(());
+        }
+    }
 
     /// Stores the batch's reports with one [`Store::record_batch`], retrying
     /// the whole batch with backoff until it commits, and counts what each
     /// did. Returns false only when shutdown interrupts the retries.
-    async fn store_with_retry(&mut self, batch: &[Taken]) -> bool {
-        let reports: Vec<(&Topic, &Report, i64)> = batch
-            .iter()
-            .filter_map(|t| {
-                let (topic, report) = t.report.as_ref()?;
-                Some((topic, report.as_ref(), t.item.received_ms))
-            })
-            .collect();
+    async fn store_with_retry(&mut self, reports: &[ToStore]) -> bool {
         let items: Vec<Incoming<'_>> = reports
             .iter()
             .map(|(topic, report, received_ms)| {
@@ -777,6 +887,53 @@ impl Writer {
                 self.metrics.rejected("invalid");
                 warn!(topic = %topic, reason = "invalid", error = %detail, "report rejected");
             }
+        }
+    }
+}
+
+/// Acks batches in the order they came, once all their parts committed.
+struct Acker {
+    tickets: mpsc::Receiver<Ticket>,
+    /// The ingest client, for the acks.
+    client: AsyncClient,
+    /// The connection's epoch (reconnect count).
+    epoch: Arc<AtomicU64>,
+    progress: Arc<Progress>,
+    /// Counts the batches acked, for the [`Decoder`].
+    committed: watch::Sender<u64>,
+}
+
+impl Acker {
+    async fn run(mut self, _ended: EndGuard) {
+        while let Some(ticket) = self.tickets.recv().await {
+            // Every message before this batch's first is handled, and the
+            // messages still waiting arrived after it.
+            if let Some(first) = ticket.items.first() {
+                self.progress
+                    .last_taken_ms
+                    .store(first.received_ms, Ordering::SeqCst);
+            }
+            for part in ticket.parts {
+                if part.await.is_err() {
+                    // A committer gave up at shutdown: this batch and the
+                    // rest stay unacknowledged, with the broker.
+                    return;
+                }
+            }
+            let epoch = self.epoch.load(Ordering::SeqCst);
+            for item in &ticket.items {
+                if item.epoch == epoch {
+                    if let Err(e) = self.client.ack(&item.publish).await {
+                        warn!(error = %e, "cannot queue an ack");
+                    }
+                } else {
+                    debug!(topic = %item.publish.topic, "not acking a message of an earlier connection");
+                }
+            }
+            self.progress
+                .pending
+                .fetch_sub(ticket.items.len(), Ordering::SeqCst);
+            self.committed.send_modify(|c| *c += 1);
         }
     }
 }
@@ -903,6 +1060,24 @@ mod tests {
                 last_taken_ms: AtomicI64::new(taken),
             };
             assert_eq!(p.handled_until(now), want, "{pending} {taken}");
+        }
+    }
+
+    #[test]
+    fn a_node_always_goes_to_one_committer_and_nodes_spread() {
+        let topic =
+            |node: &str| Topic::parse(&format!("meshtable/v1/net/{node}/telemetry")).unwrap();
+        for n in [1, 2, 3] {
+            let mut used = vec![0usize; n];
+            for i in 0..300 {
+                let t = topic(&format!("node{i}"));
+                let k = committer_of(&t, n);
+                assert_eq!(k, committer_of(&t, n), "{i}");
+                used[k] += 1;
+            }
+            // 300 nodes: every committer gets a fair share (binomial, far
+            // from the bound).
+            assert!(used.iter().all(|&u| u >= 300 / n / 2), "{n}: {used:?}");
         }
     }
 
