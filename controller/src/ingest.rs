@@ -724,8 +724,9 @@ impl Decoder {
         self.tickets.send(Ticket { items, parts }).await.is_ok()
     }
 
-    /// Takes up to [`BATCH_MAX`] messages, waiting at most [`BATCH_LINGER`]
-    /// after the first for more. A retained message for a node that an
+    /// Takes up to [`BATCH_MAX`] messages: what waits, what arrives within
+    /// [`BATCH_LINGER`] after the first, and what arrives while the
+    /// previous batch is still being stored. A retained message for a node that an
     /// earlier message of the batch names ends the batch (it starts the
     /// next one): whether it is news depends on what the batch stores.
     async fn take_batch(&mut self, first: Item) -> Vec<Taken> {
@@ -777,10 +778,19 @@ impl Decoder {
                 Ok(item) => Some(item),
                 Err(mpsc::error::TryRecvError::Disconnected) => None,
                 Err(mpsc::error::TryRecvError::Empty) => {
-                    tokio::time::timeout_at(deadline, self.rx.recv())
-                        .await
-                        .ok()
-                        .flatten()
+                    match tokio::time::timeout_at(deadline, self.rx.recv()).await {
+                        Ok(item) => item,
+                        // Lingered: the batch is handed over once the
+                        // previous one is through, and grows until then.
+                        Err(_) => {
+                            let sent = self.sent;
+                            tokio::select! {
+                                biased;
+                                _ = self.committed.wait_for(|c| *c >= sent) => None,
+                                item = self.rx.recv() => item,
+                            }
+                        }
+                    }
                 }
             };
         }

@@ -25,8 +25,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use meshtable_proto::{Hello, Message, Report, Status, Telemetry};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, QueryFilter,
-    Statement, Value,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, ModelTrait,
+    QueryFilter, Statement, Value,
 };
 
 use crate::clock::{Anchors, Placement};
@@ -186,6 +186,8 @@ impl NodeKeys {
 struct NodeState {
     row: node::Model,
     changed: bool,
+    /// A hello changed the hello's columns (written only then).
+    hello: bool,
     /// Status changes (time, new status), for the state history.
     transitions: Vec<(i64, NodeStatus)>,
 }
@@ -205,6 +207,7 @@ impl NodeState {
             self.transitions.push((received_ms, status));
         }
         if let Some(h) = hello {
+            self.hello = true;
             row.hostname.clone_from(&h.hostname);
             row.model.clone_from(&h.model);
             row.hello = Some(h.json.clone());
@@ -499,6 +502,7 @@ impl Store {
                     .map(|row| NodeState {
                         row,
                         changed: false,
+                        hello: false,
                         transitions: Vec::new(),
                     })
                     .ok_or_else(|| {
@@ -796,28 +800,29 @@ impl Store {
         }
     }
 
-    /// Step 5: writes the replayed state of every node a valid item touched.
+    /// Step 5: writes the replayed state of every node a valid item
+    /// touched: its liveness, and the hello's columns where a hello came.
     async fn update_nodes(
         &self,
         txn: &DatabaseTransaction,
         nodes: &[NodeState],
     ) -> Result<(), StoreError> {
-        let mut names = vec![sea_orm::Iden::to_string(&node::Column::Id)];
-        names.extend(
-            node_updates(&nodes[0].row)
+        for with_hello in [false, true] {
+            let columns = node_updates(with_hello);
+            let mut names = vec![sea_orm::Iden::to_string(&node::Column::Id)];
+            names.extend(columns.iter().map(sea_orm::Iden::to_string));
+            let rows: Vec<Vec<Value>> = nodes
                 .iter()
-                .map(|(c, _)| sea_orm::Iden::to_string(c)),
-        );
-        let rows: Vec<Vec<Value>> = nodes
-            .iter()
-            .filter(|n| n.changed)
-            .map(|n| {
-                let mut row = vec![Value::from(n.row.id)];
-                row.extend(node_updates(&n.row).map(|(_, v)| v));
-                row
-            })
-            .collect();
-        update_rows(txn, "node", names, rows).await
+                .filter(|n| n.changed && n.hello == with_hello)
+                .map(|n| {
+                    let mut row = vec![Value::from(n.row.id)];
+                    row.extend(columns.iter().map(|c| n.row.get(*c)));
+                    row
+                })
+                .collect();
+            update_rows(txn, "node", names, rows).await?;
+        }
+        Ok(())
     }
 }
 
@@ -874,17 +879,23 @@ pub(crate) async fn update_rows(
     Ok(())
 }
 
-/// The node columns a batch writes back, with their replayed values.
-fn node_updates(r: &node::Model) -> [(node::Column, Value); 7] {
-    [
-        (node::Column::Hostname, r.hostname.clone().into()),
-        (node::Column::Model, r.model.clone().into()),
-        (node::Column::Hello, r.hello.clone().into()),
-        (node::Column::IntervalMs, r.interval_ms.into()),
-        (node::Column::Status, r.status.clone().into()),
-        (node::Column::StatusSinceMs, r.status_since_ms.into()),
-        (node::Column::LastSeenMs, r.last_seen_ms.into()),
-    ]
+/// The node columns a batch writes back: liveness, and with a hello its
+/// columns too.
+fn node_updates(with_hello: bool) -> Vec<node::Column> {
+    let mut columns = vec![
+        node::Column::Status,
+        node::Column::StatusSinceMs,
+        node::Column::LastSeenMs,
+    ];
+    if with_hello {
+        columns.extend([
+            node::Column::Hostname,
+            node::Column::Model,
+            node::Column::Hello,
+            node::Column::IntervalMs,
+        ]);
+    }
+    columns
 }
 
 /// Reads stored samples and their interfaces by id.

@@ -94,6 +94,34 @@ pub use types::{
 /// How long a SQLite writer waits for another's lock before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// The options of connections to a SQLite file: at most `max` connections,
+/// WAL journal, `synchronous=NORMAL`, a busy timeout, foreign keys.
+fn sqlite_file_options(opts: &mut ConnectOptions, max: u32, explicit_mode: bool) {
+    opts.max_connections(max).map_sqlx_sqlite_opts(move |o| {
+        let o = o
+            .journal_mode(SqliteJournalMode::Wal)
+            .synchronous(SqliteSynchronous::Normal)
+            .busy_timeout(SQLITE_BUSY_TIMEOUT)
+            .foreign_keys(true)
+            // Statement journals of multi-row inserts in memory, not in
+            // temporary files.
+            .pragma("temp_store", "memory")
+            // Checkpoint every ~32 MiB of WAL instead of 4 MiB: ingest
+            // rewrites the same node and index pages batch after batch, and
+            // a page goes to the database file once per checkpoint however
+            // often it changed.
+            .pragma("wal_autocheckpoint", SQLITE_WAL_AUTOCHECKPOINT);
+        if explicit_mode {
+            o
+        } else {
+            o.create_if_missing(true)
+        }
+    });
+}
+
+/// WAL pages after which a commit checkpoints (SQLite's default: 1000).
+const SQLITE_WAL_AUTOCHECKPOINT: &str = "8000";
+
 /// Connections to a SQLite file: WAL lets readers run beside the one writer.
 const SQLITE_FILE_CONNECTIONS: u32 = 4;
 
@@ -101,6 +129,11 @@ const SQLITE_FILE_CONNECTIONS: u32 = 4;
 #[derive(Clone, Debug)]
 pub struct Store {
     db: DatabaseConnection,
+    /// Where write transactions begin: on a SQLite file, a connection of its
+    /// own, so that its page cache stays warm (the pool hands out its
+    /// connections in turn, and each finds its cache stale after another
+    /// wrote); otherwise the pool.
+    writer: DatabaseConnection,
     backend: Backend,
     /// Tolerance between a live report's clock and its reception (see [`clock`]).
     clock_max_skew_ms: i64,
@@ -228,6 +261,8 @@ impl Store {
     pub async fn connect(url: &str) -> Result<Store, StoreError> {
         let mut opts = ConnectOptions::new(url);
         opts.sqlx_logging(false);
+        // SQLite files: the writes' own connection (see `Store::writer`).
+        let mut writer_opts = None;
         let backend = if url.starts_with("sqlite:") {
             // Reject what sqlx would reject, before touching the file system.
             SqliteConnectOptions::from_str(url)
@@ -247,19 +282,14 @@ impl Store {
                     explicit_mode,
                 } => {
                     create_parent_dir(&path)?;
-                    opts.max_connections(SQLITE_FILE_CONNECTIONS)
-                        .map_sqlx_sqlite_opts(move |o| {
-                            let o = o
-                                .journal_mode(SqliteJournalMode::Wal)
-                                .synchronous(SqliteSynchronous::Normal)
-                                .busy_timeout(SQLITE_BUSY_TIMEOUT)
-                                .foreign_keys(true);
-                            if explicit_mode {
-                                o
-                            } else {
-                                o.create_if_missing(true)
-                            }
-                        });
+                    sqlite_file_options(&mut opts, SQLITE_FILE_CONNECTIONS, explicit_mode);
+                    let mut w = ConnectOptions::new(url);
+                    w.sqlx_logging(false)
+                        .min_connections(1)
+                        .idle_timeout(None)
+                        .max_lifetime(None);
+                    sqlite_file_options(&mut w, 1, explicit_mode);
+                    writer_opts = Some(w);
                 }
             }
             Backend::Sqlite
@@ -272,9 +302,14 @@ impl Store {
         };
         let db = connect_pool(opts, backend).await?;
         migrate(&db).await?;
+        let writer = match writer_opts {
+            Some(w) => connect_pool(w, backend).await?,
+            None => db.clone(),
+        };
         tracing::debug!(backend = ?backend, "database ready");
         Ok(Store {
             db,
+            writer,
             backend,
             clock_max_skew_ms: clock::DEFAULT_MAX_SKEW_MS,
             prev_cache: Default::default(),
@@ -303,6 +338,8 @@ impl Store {
     /// Closes the connection pool, waiting for connections in use. Clones of
     /// this store fail afterwards.
     pub async fn close(self) -> Result<(), StoreError> {
+        // The writer may be the pool itself: closing a pool twice is harmless.
+        self.writer.close().await?;
         Ok(self.db.close().await?)
     }
 }

@@ -22,7 +22,7 @@ impl Store {
     /// waits for other writers instead of failing with "database is locked".
     pub(crate) async fn begin_write(&self) -> Result<DatabaseTransaction, StoreError> {
         Ok(self
-            .db
+            .writer
             .begin_with_options(TransactionOptions {
                 sqlite_transaction_mode: Some(SqliteTransactionMode::Immediate),
                 ..TransactionOptions::default()
