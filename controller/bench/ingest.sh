@@ -16,6 +16,7 @@
 # (then set WINDOW=400 on one with Mosquitto's default queue of 1000, which
 # drops beyond it). PostgreSQL at $PG_ADMIN_URL (default
 # postgres://postgres@127.0.0.1:5432/test; set PG_ADMIN_URL= to skip it).
+# BACKENDS=sqlite or BACKENDS=postgres runs one of the two.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 
@@ -25,6 +26,7 @@ WINDOW=${WINDOW:-0}
 INFLIGHT=${INFLIGHT:-1000}
 MQTT_URL=${MQTT_URL:-}
 PG_ADMIN_URL=${PG_ADMIN_URL-postgres://postgres@127.0.0.1:5432/test}
+BACKENDS=${BACKENDS:-sqlite,postgres}
 
 # SKIP_BUILD=1 uses the release binaries as they are; MESHTABLE_BIN and
 # INGEST_BENCH_BIN name other builds (to compare two commits in one sitting).
@@ -75,13 +77,17 @@ register() {
 }
 
 echo "meshtable ingest benchmark: $REPORTS reports over $NODES nodes through $MQTT_URL (${mosq:+own Mosquitto, max_inflight_messages $INFLIGHT, }gate window $WINDOW), $(nproc) cores"
-net="bench-sqlite-$$"
-url="sqlite://$tmp/bench.db"
-register "$url" "$net"
-"$BENCH" --meshtable "$BIN" --database-url "$url" --network "$net" --mqtt-url "$MQTT_URL" \
-    --reports "$REPORTS" --nodes "$NODES" --window "$WINDOW" --label sqlite
+if [[ "$BACKENDS" == *sqlite* ]]; then
+    net="bench-sqlite-$$"
+    url="sqlite://$tmp/bench.db"
+    register "$url" "$net"
+    "$BENCH" --meshtable "$BIN" --database-url "$url" --network "$net" --mqtt-url "$MQTT_URL" \
+        --reports "$REPORTS" --nodes "$NODES" --window "$WINDOW" --label sqlite
+fi
 
-if [ -n "$PG_ADMIN_URL" ]; then
+if [[ "$BACKENDS" != *postgres* ]]; then
+    :
+elif [ -n "$PG_ADMIN_URL" ]; then
     psql -q "$PG_ADMIN_URL" -c "CREATE DATABASE $pgdb" >/dev/null
     url="${PG_ADMIN_URL%/*}/$pgdb"
     net="bench-pg-$$"

@@ -20,6 +20,7 @@ mod m20261128_500000_topology_liveness;
 mod m20261128_600000_telemetry_base;
 mod m20261128_700000_alerts;
 mod m20261128_800000_link_reference;
+mod m20261129_100000_fillfactor;
 
 /// Every migration step, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -37,6 +38,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_600000_telemetry_base::Migration),
             Box::new(m20261128_700000_alerts::Migration),
             Box::new(m20261128_800000_link_reference::Migration),
+            Box::new(m20261129_100000_fillfactor::Migration),
         ]
     }
 }

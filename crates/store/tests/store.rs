@@ -902,3 +902,38 @@ async fn rates_with_two_writers() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// On PostgreSQL the tables ingest updates with every report leave room on
+/// their pages for in-place updates (migration `m20261129_100000_fillfactor`).
+#[tokio::test]
+async fn rewritten_tables_leave_room_for_updates_on_postgres() -> anyhow::Result<()> {
+    common::each_database("fillfactor", |url, backend| async move {
+        use sea_orm::{ConnectionTrait, Database, DbBackend, Statement};
+        let store = Store::connect(&url).await?;
+        store.close().await?;
+        if backend != meshtable_store::Backend::Postgres {
+            return Ok(());
+        }
+        let db = Database::connect(url.as_str()).await?;
+        for table in ["node", "telemetry_base", "boot_anchor"] {
+            let row = db
+                .query_one_raw(Statement::from_string(
+                    DbBackend::Postgres,
+                    format!(
+                        "SELECT array_to_string(reloptions, ',') AS o FROM pg_class \
+                         WHERE relname = '{table}' AND relkind = 'r'"
+                    ),
+                ))
+                .await?
+                .context(table)?;
+            let options: Option<String> = row.try_get("", "o")?;
+            ensure!(
+                options.as_deref() == Some("fillfactor=70"),
+                "{table}: {options:?}"
+            );
+        }
+        db.close().await?;
+        Ok(())
+    })
+    .await
+}
