@@ -60,11 +60,11 @@ use crate::metrics::Metrics;
 use crate::reassemble::Reassembly;
 use crate::registry::Registry;
 
-/// Capacity of the channel between the event loop and the writer: larger
+/// Capacity of the channel between the event loop and the decoder: larger
 /// than the in-flight window of common brokers.
 pub const QUEUE_CAPACITY: usize = 1024;
 
-/// Most messages the writer records in one transaction.
+/// Most messages in one batch.
 pub const BATCH_MAX: usize = 500;
 
 /// Decoded parts that wait for each committer at most.
@@ -73,13 +73,14 @@ pub const PIPELINE_DEPTH: usize = 1;
 /// Committers on PostgreSQL (see the module documentation).
 pub const POSTGRES_COMMITTERS: usize = 2;
 
-/// How long the writer waits for more messages after the first of a batch.
+/// How long the decoder waits for more messages after the first of a batch
+/// (and longer while the previous batch is still being stored).
 ///
 /// Short on purpose: a broker sends no more unacknowledged QoS 1 messages
 /// than its in-flight window (100 for rumqttd, 20 for Mosquitto), and a
 /// message is acked only after its batch commits, so under load the batch
-/// is what arrived while the previous one was written, and waiting longer
-/// only idles the window. The linger gathers a burst the event loop is
+/// is what arrived while the previous one was stored, and waiting longer
+/// than that only idles the window. The linger gathers a burst the event loop is
 /// still reading.
 pub const BATCH_LINGER: Duration = Duration::from_millis(2);
 
@@ -248,7 +249,7 @@ pub fn mqtt_options(config: &Config) -> MqttOptions {
 pub struct Progress {
     /// Messages received and not yet handled.
     pending: AtomicUsize,
-    /// Reception time of the message the writer took last.
+    /// Reception time of the first message of the oldest batch not acked.
     last_taken_ms: AtomicI64,
 }
 
@@ -301,8 +302,8 @@ pub struct Ingest {
 }
 
 impl Ingest {
-    /// Starts the event loop and the writer. They run until `stop` turns
-    /// true and [`Ingest::shutdown`] is called.
+    /// Starts the event loop, the decoder, the committers and the acker. They
+    /// run until `stop` turns true and [`Ingest::shutdown`] is called.
     pub fn start(
         options: MqttOptions,
         filter: String,
