@@ -24,11 +24,12 @@ if [ "$(ulimit -n)" != unlimited ] && [ "$(ulimit -n)" -lt $((NODES + 1000)) ]; 
     exit 1
 fi
 
-# SKIP_BUILD=1 uses the release binaries as they are.
+# SKIP_BUILD=1 uses the release binaries as they are; MESHTABLE_BIN names
+# another controller build (to compare two commits in one sitting).
 if [ -z "${SKIP_BUILD:-}" ]; then
     cargo build --release -q -p meshtable --bin meshtable -p meshtable-sim --bin meshtable-sim
 fi
-BIN=target/release/meshtable
+BIN=${MESHTABLE_BIN:-target/release/meshtable}
 SIM=target/release/meshtable-sim
 
 free_port() { python3 -c 'import socket; s=socket.socket(); s.bind(("127.0.0.1",0)); print(s.getsockname()[1])'; }
