@@ -38,8 +38,8 @@ use meshtable_proto::{
 use sea_orm::sea_query::{Expr, OnConflict};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter, QueryOrder,
-    QuerySelect, Value,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, ModelTrait, QueryFilter,
+    QueryOrder, QuerySelect, Value,
 };
 use serde::{Deserialize, Serialize};
 
@@ -389,7 +389,7 @@ async fn record_links(
     }
 
     // Every changed link in one statement (or a few).
-    let names = [
+    let columns = [
         link::Column::Id,
         link::Column::Originator,
         link::Column::Rxcost,
@@ -401,10 +401,8 @@ async fn record_links(
         link::Column::LastSeenMs,
         link::Column::Up,
         link::Column::UpSinceMs,
-    ]
-    .iter()
-    .map(sea_orm::Iden::to_string)
-    .collect();
+    ];
+    let names = columns.iter().map(sea_orm::Iden::to_string).collect();
     let mut changed: Vec<&link::Model> = existing
         .values()
         .filter(|(_, dirty)| *dirty)
@@ -414,21 +412,7 @@ async fn record_links(
     changed.sort_by_key(|row| row.id);
     let rows: Vec<Vec<Value>> = changed
         .into_iter()
-        .map(|row| {
-            vec![
-                Value::from(row.id),
-                Value::from(row.originator.clone()),
-                Value::from(row.rxcost),
-                Value::from(row.txcost),
-                Value::from(row.cost),
-                Value::from(row.tq),
-                Value::from(row.best),
-                Value::from(row.signal_dbm),
-                Value::from(row.last_seen_ms),
-                Value::from(row.up),
-                Value::from(row.up_since_ms),
-            ]
-        })
+        .map(|row| columns.iter().map(|c| row.get(*c)).collect())
         .collect();
     crate::batch::update_rows(txn, "link", names, rows).await?;
 
