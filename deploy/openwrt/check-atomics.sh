@@ -5,9 +5,11 @@
 # mipsel-unknown-linux-musl, the commonest router target.
 #
 # This checks the agent and everything it links, three ways:
-#   1. the workspace crates the agent is built from (agent/, crates/proto/)
-#      use no 64-bit atomics at all (the house rule: no AtomicU64 in agent code);
-#   2. every dependency the agent links on mipsel (cargo tree -e normal,
+#   1. the workspace crates the agent is built from (agent/, crates/proto/,
+#      crates/pem/ with `tls`) use no 64-bit atomics at all (the house rule:
+#      no AtomicU64 in agent code);
+#   2. every dependency the agent links on mipsel with its `tls` feature (a
+#      superset of the default build's: cargo tree --features tls -e normal,
 #      no-proc-macro --target mipsel-unknown-linux-musl) is scanned for
 #      AtomicU64/AtomicI64 outside comments; each file with a use must gate it
 #      (target_has_atomic, tokio's cfg_has_atomic_u64, serde's
@@ -28,21 +30,21 @@ compile=1
 failed=0
 
 echo "== 1. workspace crates of the agent: no 64-bit atomics"
-if hits=$(grep -rnE '\bAtomic[UI]64\b' agent/src crates/proto/src); then
+if hits=$(grep -rnE '\bAtomic[UI]64\b' agent/src crates/proto/src crates/pem/src); then
     echo "$hits"
     echo "FAIL: the agent's own code uses 64-bit atomics (use AtomicU32, a Mutex, or plain fields)"
     failed=1
 else
-    echo "ok: none in agent/src, crates/proto/src"
+    echo "ok: none in agent/src, crates/proto/src, crates/pem/src"
 fi
 
 echo
-echo "== 2. dependencies linked on $TARGET"
+echo "== 2. dependencies linked on $TARGET (with the tls feature)"
 registry=${CARGO_HOME:-$HOME/.cargo}/registry/src
 # Make sure every source is unpacked (cargo tree resolves, fetch unpacks).
 cargo fetch --locked --target "$TARGET" >/dev/null 2>&1 || cargo fetch --target "$TARGET" >/dev/null
 mapfile -t crates < <(
-    cargo tree --locked -p meshtable-agent -e normal,no-proc-macro --target "$TARGET" \
+    cargo tree --locked -p meshtable-agent --features tls -e normal,no-proc-macro --target "$TARGET" \
         --prefix none --format '{p}' |
         sed 's/ (\*)$//' | grep -v ' (/' | sort -u | awk '{ print $1 "-" substr($2, 2) }'
 )
