@@ -706,8 +706,7 @@ impl Decoder {
         let mut items = Vec::with_capacity(batch.len());
         for Taken { item, report } in batch {
             if let Some((topic, report)) = report {
-                let k = if n == 1 { 0 } else { committer_of(&topic, n) };
-                shares[k].push((topic, report, item.received_ms));
+                shares[committer_of(&topic, n)].push((topic, report, item.received_ms));
             }
             items.push(item);
         }

@@ -79,32 +79,26 @@ pub(crate) async fn save_bases(
     let backend = conn.get_database_backend();
     // 6 values a row; stay far below SQLite's parameter limit.
     for chunk in rows.chunks(1000) {
-        let mut values = Vec::with_capacity(chunk.len() * 6);
-        let mut tuples = Vec::with_capacity(chunk.len());
-        for (network, node, t) in chunk {
-            let base = values.len();
-            tuples.push(format!(
-                "({})",
-                (1..=6)
-                    .map(|i| placeholder(backend, base + i))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-            values.push(Value::from((*network).to_owned()));
-            values.push(Value::from((*node).to_owned()));
-            values.push(Value::from(t.boot_id.clone()));
-            values.push(Value::from(i64::try_from(t.seq).unwrap_or(i64::MAX)));
-            values.push(Value::from(encode_cbor(*t)));
-            values.push(Value::from(now_ms));
-        }
+        let (tuples, values) = crate::batch::values_list(
+            backend,
+            chunk.iter().map(|(network, node, t)| {
+                vec![
+                    Value::from((*network).to_owned()),
+                    Value::from((*node).to_owned()),
+                    Value::from(t.boot_id.clone()),
+                    Value::from(i64::try_from(t.seq).unwrap_or(i64::MAX)),
+                    Value::from(encode_cbor(*t)),
+                    Value::from(now_ms),
+                ]
+            }),
+        );
         let sql = format!(
             "INSERT INTO telemetry_base (network, node, boot_id, seq, report, updated_ms) \
-             VALUES {} ON CONFLICT (network, node) DO UPDATE SET \
+             VALUES {tuples} ON CONFLICT (network, node) DO UPDATE SET \
              boot_id = excluded.boot_id, seq = excluded.seq, report = excluded.report, \
              updated_ms = excluded.updated_ms \
              WHERE telemetry_base.boot_id <> excluded.boot_id \
-             OR telemetry_base.seq < excluded.seq",
-            tuples.join(", ")
+             OR telemetry_base.seq < excluded.seq"
         );
         conn.execute_raw(Statement::from_sql_and_values(backend, sql, values))
             .await?;

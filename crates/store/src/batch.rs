@@ -588,27 +588,21 @@ impl Store {
         let backend = txn.get_database_backend();
         let mut rows: HashMap<(String, String), node::Model> = HashMap::new();
         for chunk in order.chunks(MAX_PARAMS / 2) {
-            let mut values = Vec::with_capacity(chunk.len() * 2);
-            let mut tuples = Vec::with_capacity(chunk.len());
-            for &i in chunk {
-                let (net, node, _, _) = &keys.first[i];
-                tuples.push(format!(
-                    "({}, {})",
-                    placeholder(backend, values.len() + 1),
-                    placeholder(backend, values.len() + 2)
-                ));
-                values.push(Value::from(net.clone()));
-                values.push(Value::from(node.clone()));
-            }
+            let (tuples, values) = values_list(
+                backend,
+                chunk.iter().map(|&i| {
+                    let (net, node, _, _) = &keys.first[i];
+                    vec![Value::from(net.clone()), Value::from(node.clone())]
+                }),
+            );
             let lock = match self.backend {
                 Backend::Postgres => " FOR UPDATE OF n",
                 Backend::Sqlite => "",
             };
             let sql = format!(
-                "WITH k(network, node) AS (VALUES {}) \
+                "WITH k(network, node) AS (VALUES {tuples}) \
                  SELECT n.* FROM node n JOIN k ON n.network = k.network AND n.node = k.node \
-                 ORDER BY n.network, n.node{lock}",
-                tuples.join(", ")
+                 ORDER BY n.network, n.node{lock}"
             );
             let found = node::Entity::find()
                 .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))
@@ -631,22 +625,18 @@ impl Store {
         let backend = txn.get_database_backend();
         let mut out = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(MAX_PARAMS / 3) {
-            let mut values = Vec::with_capacity(chunk.len() * 3);
-            let mut tuples = Vec::with_capacity(chunk.len());
-            for (node_id, boot_id, seq) in chunk {
-                let n = values.len();
-                tuples.push(format!(
-                    "({}, {}, {})",
-                    placeholder(backend, n + 1),
-                    placeholder(backend, n + 2),
-                    placeholder(backend, n + 3)
-                ));
-                values.push(Value::from(*node_id));
-                values.push(Value::from(boot_id.clone()));
-                values.push(Value::from(*seq));
-            }
+            let (tuples, values) = values_list(
+                backend,
+                chunk.iter().map(|(node_id, boot_id, seq)| {
+                    vec![
+                        Value::from(*node_id),
+                        Value::from(boot_id.clone()),
+                        Value::from(*seq),
+                    ]
+                }),
+            );
             let sql = format!(
-                "WITH k(node_id, boot_id, seq) AS (VALUES {}) \
+                "WITH k(node_id, boot_id, seq) AS (VALUES {tuples}) \
                  SELECT k.node_id, k.boot_id, k.seq, \
                  (SELECT s.uptime_ms FROM sample s \
                    WHERE s.node_id = k.node_id AND s.boot_id = k.boot_id AND s.seq = k.seq) \
@@ -654,8 +644,7 @@ impl Store {
                  (SELECT s.id FROM sample s \
                    WHERE s.node_id = k.node_id AND s.boot_id = k.boot_id AND s.seq < k.seq \
                    ORDER BY s.seq DESC LIMIT 1) AS prev_id \
-                 FROM k",
-                tuples.join(", ")
+                 FROM k"
             );
             let rows = txn
                 .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
@@ -849,24 +838,11 @@ pub(crate) async fn update_rows(
         return Ok(());
     }
     let key = &names[0];
-    for chunk in rows.chunks((MAX_PARAMS / names.len()).max(1)) {
-        let mut values = Vec::with_capacity(chunk.len() * names.len());
-        let mut tuples = Vec::with_capacity(chunk.len());
-        for row in chunk {
-            let first = values.len();
-            values.extend(row.iter().cloned());
-            tuples.push(format!(
-                "({})",
-                (first + 1..=values.len())
-                    .map(|n| placeholder(backend, n))
-                    .collect::<Vec<_>>()
-                    .join(", ")
-            ));
-        }
+    for chunk in chunked(rows, names.len()) {
+        let (tuples, values) = values_list(backend, chunk);
         let sql = format!(
-            "WITH v({}) AS (VALUES {}) UPDATE \"{table}\" SET {} FROM v WHERE \"{table}\".{key} = v.{key}",
+            "WITH v({}) AS (VALUES {tuples}) UPDATE \"{table}\" SET {} FROM v WHERE \"{table}\".{key} = v.{key}",
             names.join(", "),
-            tuples.join(", "),
             names[1..]
                 .iter()
                 .map(|n| format!("{n} = v.{n}"))
@@ -1066,29 +1042,18 @@ where
         .map(|n| format!("\"{n}\""))
         .collect::<Vec<_>>()
         .join(", ");
-    let per = (MAX_PARAMS / names.len()).max(1);
-    let mut out = Vec::with_capacity(rows.len().div_ceil(per));
-    for chunk in rows.chunks(per) {
-        let mut sql = format!("INSERT INTO \"{table}\" ({columns}) VALUES ");
-        let mut values = Vec::with_capacity(chunk.len() * names.len());
-        for (r, row) in chunk.iter().enumerate() {
-            sql.push_str(if r == 0 { "(" } else { ", (" });
-            for (c, v) in row.iter().enumerate() {
-                if c > 0 {
-                    sql.push_str(", ");
-                }
-                values.push(v.clone());
-                sql.push_str(&placeholder(backend, values.len()));
+    Ok(chunked(rows, names.len())
+        .into_iter()
+        .map(|chunk| {
+            let (tuples, values) = values_list(backend, chunk);
+            let mut sql = format!("INSERT INTO \"{table}\" ({columns}) VALUES {tuples}");
+            if !suffix.is_empty() {
+                sql.push(' ');
+                sql.push_str(suffix);
             }
-            sql.push(')');
-        }
-        if !suffix.is_empty() {
-            sql.push(' ');
-            sql.push_str(suffix);
-        }
-        out.push(Statement::from_sql_and_values(backend, sql, values));
-    }
-    Ok(out)
+            Statement::from_sql_and_values(backend, sql, values)
+        })
+        .collect())
 }
 
 /// Splits rows into statements of at most [`MAX_PARAMS`] parameters.
@@ -1100,6 +1065,28 @@ fn chunked<T>(rows: Vec<T>, columns: usize) -> Vec<Vec<T>> {
         out.push(rows.by_ref().take(per).collect());
     }
     out
+}
+
+/// `(p1, p2), (p3, p4), ...`: the bind placeholders of a `VALUES` list of
+/// `rows` (each of the same width), with their values in order.
+pub(crate) fn values_list(
+    backend: DbBackend,
+    rows: impl IntoIterator<Item = Vec<Value>>,
+) -> (String, Vec<Value>) {
+    let mut sql = String::new();
+    let mut values = Vec::new();
+    for (r, row) in rows.into_iter().enumerate() {
+        sql.push_str(if r == 0 { "(" } else { ", (" });
+        for (c, v) in row.into_iter().enumerate() {
+            if c > 0 {
+                sql.push_str(", ");
+            }
+            values.push(v);
+            sql.push_str(&placeholder(backend, values.len()));
+        }
+        sql.push(')');
+    }
+    (sql, values)
 }
 
 /// The `n`th (from 1) bind parameter in a hand-written statement.

@@ -253,23 +253,16 @@ impl Anchors {
         // The exact pairs, joined as a VALUES list: two IN lists would make
         // the database probe every node with every boot id.
         for chunk in boots.chunks(crate::batch::MAX_PARAMS / 2) {
-            let mut values = Vec::with_capacity(chunk.len() * 2);
-            let mut tuples = Vec::with_capacity(chunk.len());
-            for (node_id, boot_id) in chunk {
-                let n = values.len();
-                tuples.push(format!(
-                    "({}, {})",
-                    crate::batch::placeholder(backend, n + 1),
-                    crate::batch::placeholder(backend, n + 2)
-                ));
-                values.push(Value::from(*node_id));
-                values.push(Value::from(boot_id.clone()));
-            }
+            let (tuples, values) = crate::batch::values_list(
+                backend,
+                chunk.iter().map(|(node_id, boot_id)| {
+                    vec![Value::from(*node_id), Value::from(boot_id.clone())]
+                }),
+            );
             let sql = format!(
-                "WITH k(node_id, boot_id) AS (VALUES {}) \
+                "WITH k(node_id, boot_id) AS (VALUES {tuples}) \
                  SELECT b.* FROM boot_anchor b \
-                 JOIN k ON b.node_id = k.node_id AND b.boot_id = k.boot_id",
-                tuples.join(", ")
+                 JOIN k ON b.node_id = k.node_id AND b.boot_id = k.boot_id"
             );
             let rows = boot_anchor::Entity::find()
                 .from_raw_sql(Statement::from_sql_and_values(backend, sql, values))

@@ -254,7 +254,9 @@ impl Store {
     /// - `sqlite://path` or `sqlite:path` (`sqlite:///abs/path` for an absolute
     ///   one): the file and its parent directories are created if missing
     ///   (`mode=rwc` is implied unless the URL sets a mode); WAL journal,
-    ///   `synchronous=NORMAL`, a busy timeout and foreign keys are enabled.
+    ///   `synchronous=NORMAL`, a busy timeout, foreign keys, statement
+    ///   journals in memory and a checkpoint every 8000 WAL pages; write
+    ///   transactions begin on a connection of their own.
     /// - `sqlite::memory:`: a private in-memory database, on one connection
     ///   that is never recycled.
     /// - `postgres://...` or `postgresql://...`.

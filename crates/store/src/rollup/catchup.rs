@@ -19,21 +19,14 @@ use sea_orm::{
     Statement, Value,
 };
 
-use super::{FIVE_MINUTES_MS, HOUR_MS, floor_to, stats};
+use super::{FIVE_MINUTES_MS, HOUR_MS, ROLLED_METRICS, floor_to, stats};
 use crate::StoreError;
 use crate::derive::used_ratio;
 use crate::entity::{interface_sample, rollup, sample};
 
-/// The node metrics, in the order of [`NodeRow::v`].
-const NODE_METRICS: [&str; 6] = [
-    "load1",
-    "load5",
-    "load15",
-    "cpu_busy_ratio",
-    "mem_used_ratio",
-    "rootfs_used_ratio",
-];
-
+/// The node metrics, in the order of [`NodeRow::v`]: the rolled metrics
+/// before the interface rates.
+const NODE_METRICS: &[&str] = ROLLED_METRICS.split_at(6).0;
 /// (bucket length ms, `res_s`).
 const RESOLUTIONS: [(i64, i32); 2] = [(FIVE_MINUTES_MS, 300), (HOUR_MS, 3600)];
 
@@ -50,7 +43,7 @@ struct NodeRow {
     id: i64,
     node: i64,
     t: i64,
-    v: [Option<f64>; 6],
+    v: [Option<f64>; NODE_METRICS.len()],
 }
 
 /// One interface of one sample.
