@@ -766,6 +766,21 @@ impl Drop for Db {
     }
 }
 
+/// Runs `body` with the URL of every database of [`databases`], naming the
+/// backend in a failure.
+async fn on_each_database<F, Fut>(body: F) -> Result<()>
+where
+    F: Fn(String) -> Fut,
+    Fut: std::future::Future<Output = Result<()>>,
+{
+    for db in databases()? {
+        body(db.url.clone())
+            .await
+            .with_context(|| format!("on {}", db.url.split(':').next().unwrap_or("")))?;
+    }
+    Ok(())
+}
+
 fn databases() -> Result<Vec<Db>> {
     let dir = tempfile::tempdir()?;
     let mut out = vec![Db {
@@ -963,12 +978,7 @@ async fn report(
 /// Tolerance window, backfill, offline, lifecycle over the API, idempotence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle() -> Result<()> {
-    for db in databases()? {
-        lifecycle_on(&db.url)
-            .await
-            .with_context(|| format!("on {}", db.url.split(':').next().unwrap_or("")))?;
-    }
-    Ok(())
+    on_each_database(|url| async move { lifecycle_on(&url).await }).await
 }
 
 async fn lifecycle_on(url: &str) -> Result<()> {
@@ -1229,12 +1239,8 @@ impl Drop for Smtp {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn delivery() -> Result<()> {
     let smtp = Smtp::start()?;
-    for db in databases()? {
-        delivery_on(&db.url, &smtp)
-            .await
-            .with_context(|| format!("on {}", db.url.split(':').next().unwrap_or("")))?;
-    }
-    Ok(())
+    let smtp = &smtp;
+    on_each_database(|url| async move { delivery_on(&url, smtp).await }).await
 }
 
 async fn delivery_on(url: &str, smtp: &Smtp) -> Result<()> {
@@ -1466,12 +1472,7 @@ async fn delivery_on(url: &str, smtp: &Smtp) -> Result<()> {
 /// and by the client's own resolver; allowed with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_webhooks_are_refused() -> Result<()> {
-    for db in databases()? {
-        internal_webhooks_on(&db.url)
-            .await
-            .with_context(|| format!("on {}", db.url.split(':').next().unwrap_or("")))?;
-    }
-    Ok(())
+    on_each_database(|url| async move { internal_webhooks_on(&url).await }).await
 }
 
 async fn internal_webhooks_on(url: &str) -> Result<()> {
@@ -1719,12 +1720,7 @@ async fn mesh_report(
 /// stay in their network.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_degraded() -> Result<()> {
-    for db in databases()? {
-        link_degraded_on(&db.url)
-            .await
-            .with_context(|| format!("on {}", db.url.split(':').next().unwrap_or("")))?;
-    }
-    Ok(())
+    on_each_database(|url| async move { link_degraded_on(&url).await }).await
 }
 
 async fn link_degraded_on(url: &str) -> Result<()> {
@@ -2001,12 +1997,7 @@ async fn uplink_report(
 /// newest interval is below the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uplink_p95() -> Result<()> {
-    for db in databases()? {
-        uplink_p95_on(&db.url)
-            .await
-            .with_context(|| format!("on {}", db.url.split(':').next().unwrap_or("")))?;
-    }
-    Ok(())
+    on_each_database(|url| async move { uplink_p95_on(&url).await }).await
 }
 
 async fn uplink_p95_on(url: &str) -> Result<()> {
