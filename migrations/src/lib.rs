@@ -3,8 +3,9 @@
 //!
 //! A step, once released, is never edited: a schema change is a new file
 //! `mYYYYMMDD_NNNNNN_what.rs`, added at the end of [`Migrator::migrations`].
-//! Steps use the schema builder only (no SQL strings), so the same step runs
-//! on SQLite and PostgreSQL.
+//! Steps use the schema builder, so the same step runs on SQLite and
+//! PostgreSQL, except where a feature has no builder form (fill factors,
+//! triggers, `WITHOUT ROWID`): such a step writes SQL for each backend.
 //!
 //! Only this crate and `meshtable-store` know the schema; `meshtable-store`
 //! runs [`Migrator::up`] when it connects.
@@ -21,6 +22,7 @@ mod m20261128_600000_telemetry_base;
 mod m20261128_700000_alerts;
 mod m20261128_800000_link_reference;
 mod m20261129_100000_fillfactor;
+mod m20261129_200000_lean_ingest_tables;
 
 /// Every migration step, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -39,6 +41,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_700000_alerts::Migration),
             Box::new(m20261128_800000_link_reference::Migration),
             Box::new(m20261129_100000_fillfactor::Migration),
+            Box::new(m20261129_200000_lean_ingest_tables::Migration),
         ]
     }
 }

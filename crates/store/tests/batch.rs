@@ -317,3 +317,68 @@ async fn a_node_removed_behind_the_writers_back_comes_back() -> anyhow::Result<(
     })
     .await
 }
+
+/// Interface rows go with their sample however it goes: a node removed
+/// (its samples follow by foreign key) and samples deleted directly take
+/// their interfaces along, and only theirs (a trigger on `sample` does what
+/// a foreign key on `interface_sample` would, without a check per insert).
+#[tokio::test]
+async fn interface_rows_go_with_their_sample() -> anyhow::Result<()> {
+    common::each_database("interfaces_cascade", |url, _| async move {
+        use sea_orm::{ConnectionTrait, Database, Statement};
+        let store = Store::connect(&url).await?;
+        let reports: Vec<(&str, Telemetry)> = ["n1", "n2", "n3"]
+            .into_iter()
+            .map(|node| {
+                let t = Telemetry {
+                    node: node.to_owned(),
+                    ..examples::telemetry_v1()
+                };
+                (node, t)
+            })
+            .collect();
+        let items: Vec<Incoming<'_>> = reports
+            .iter()
+            .map(|(node, t)| Incoming {
+                network: "net",
+                node,
+                content: Content::Telemetry(t),
+                received_ms: T0,
+            })
+            .collect();
+        store.record_batch(&items).await?;
+        let per_report = examples::telemetry_v1().interfaces.len() as i64;
+        let other = Database::connect(url.as_str()).await?;
+        let count = |sql: &'static str| {
+            let other = &other;
+            async move {
+                let row = other
+                    .query_one_raw(Statement::from_string(other.get_database_backend(), sql))
+                    .await?
+                    .expect("a row");
+                anyhow::Ok(row.try_get_by_index::<i64>(0)?)
+            }
+        };
+        let interfaces = "SELECT COUNT(*) FROM interface_sample";
+        let orphans = "SELECT COUNT(*) FROM interface_sample i \
+                       WHERE NOT EXISTS (SELECT 1 FROM sample s WHERE s.id = i.sample_id)";
+        assert_eq!(count(interfaces).await?, 3 * per_report);
+
+        other
+            .execute_unprepared("DELETE FROM node WHERE network = 'net' AND node = 'n1'")
+            .await?;
+        assert_eq!(count(interfaces).await?, 2 * per_report);
+        other
+            .execute_unprepared(
+                "DELETE FROM sample WHERE node_id = \
+                 (SELECT id FROM node WHERE network = 'net' AND node = 'n2')",
+            )
+            .await?;
+        assert_eq!(count(interfaces).await?, per_report);
+        assert_eq!(count(orphans).await?, 0);
+        other.close().await?;
+        store.close().await?;
+        Ok(())
+    })
+    .await
+}
