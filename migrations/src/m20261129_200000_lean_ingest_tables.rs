@@ -6,6 +6,11 @@
 //!   rows only with the sample it has just inserted. What the key did on
 //!   deletion, taking a sample's interfaces with it, a trigger on `sample`
 //!   now does: it costs only when samples are deleted.
+//! - On PostgreSQL, `sample` loses its foreign key to `node` the same way,
+//!   for the same reason: a trigger on `node` deletes a removed node's
+//!   samples. (A batch holds its nodes' rows locked while it inserts their
+//!   samples, so a node cannot go between the two. SQLite's check is a
+//!   cheap rowid lookup, and dropping it would mean rebuilding the table.)
 //! - `boot_anchor` loses its index on `updated_ms`. Every report rewrote
 //!   that index entry; on PostgreSQL the indexed column also kept the update
 //!   from staying on its page (a heap-only tuple update). Only retention,
@@ -43,16 +48,22 @@ const SQLITE_TABLES: [(&str, &str, &str); 3] = [
 
 const SQLITE_TRIGGER: &str = r#"CREATE TRIGGER "sample_deletes_interfaces" AFTER DELETE ON "sample" BEGIN DELETE FROM "interface_sample" WHERE "sample_id" = OLD."id"; END"#;
 
-const POSTGRES_UP: [&str; 4] = [
+const POSTGRES_UP: [&str; 7] = [
     r#"ALTER TABLE "interface_sample" DROP CONSTRAINT "fk_interface_sample_sample""#,
+    r#"ALTER TABLE "sample" DROP CONSTRAINT "fk_sample_node""#,
+    r#"CREATE FUNCTION "node_deletes_samples"() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN DELETE FROM "sample" WHERE "node_id" IN (SELECT "id" FROM gone); RETURN NULL; END $$"#,
+    r#"CREATE TRIGGER "node_deletes_samples" AFTER DELETE ON "node" REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION "node_deletes_samples"()"#,
     r#"CREATE FUNCTION "sample_deletes_interfaces"() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN DELETE FROM "interface_sample" WHERE "sample_id" IN (SELECT "id" FROM gone); RETURN NULL; END $$"#,
     r#"CREATE TRIGGER "sample_deletes_interfaces" AFTER DELETE ON "sample" REFERENCING OLD TABLE AS gone FOR EACH STATEMENT EXECUTE FUNCTION "sample_deletes_interfaces"()"#,
     r#"DROP INDEX "ix_boot_anchor_updated""#,
 ];
 
-const POSTGRES_DOWN: [&str; 4] = [
+const POSTGRES_DOWN: [&str; 7] = [
     r#"DROP TRIGGER "sample_deletes_interfaces" ON "sample""#,
     r#"DROP FUNCTION "sample_deletes_interfaces"()"#,
+    r#"DROP TRIGGER "node_deletes_samples" ON "node""#,
+    r#"DROP FUNCTION "node_deletes_samples"()"#,
+    r#"ALTER TABLE "sample" ADD CONSTRAINT "fk_sample_node" FOREIGN KEY ("node_id") REFERENCES "node" ("id") ON DELETE CASCADE"#,
     r#"ALTER TABLE "interface_sample" ADD CONSTRAINT "fk_interface_sample_sample" FOREIGN KEY ("sample_id") REFERENCES "sample" ("id") ON DELETE CASCADE"#,
     r#"CREATE INDEX "ix_boot_anchor_updated" ON "boot_anchor" ("updated_ms")"#,
 ];

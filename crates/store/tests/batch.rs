@@ -318,10 +318,10 @@ async fn a_node_removed_behind_the_writers_back_comes_back() -> anyhow::Result<(
     .await
 }
 
-/// Interface rows go with their sample however it goes: a node removed
-/// (its samples follow by foreign key) and samples deleted directly take
-/// their interfaces along, and only theirs (a trigger on `sample` does what
-/// a foreign key on `interface_sample` would, without a check per insert).
+/// Samples go with their node, and interface rows with their sample,
+/// however they go: a node removed and samples deleted directly take their
+/// rows along, and only theirs (triggers do what foreign keys would,
+/// without a check per insert).
 #[tokio::test]
 async fn interface_rows_go_with_their_sample() -> anyhow::Result<()> {
     common::each_database("interfaces_cascade", |url, _| async move {
@@ -362,12 +362,17 @@ async fn interface_rows_go_with_their_sample() -> anyhow::Result<()> {
         let interfaces = "SELECT COUNT(*) FROM interface_sample";
         let orphans = "SELECT COUNT(*) FROM interface_sample i \
                        WHERE NOT EXISTS (SELECT 1 FROM sample s WHERE s.id = i.sample_id)";
+        let samples = "SELECT COUNT(*) FROM sample";
+        let orphan_samples = "SELECT COUNT(*) FROM sample s \
+                              WHERE NOT EXISTS (SELECT 1 FROM node n WHERE n.id = s.node_id)";
         assert_eq!(count(interfaces).await?, 3 * per_report);
+        assert_eq!(count(samples).await?, 3);
 
         other
             .execute_unprepared("DELETE FROM node WHERE network = 'net' AND node = 'n1'")
             .await?;
         assert_eq!(count(interfaces).await?, 2 * per_report);
+        assert_eq!(count(samples).await?, 2);
         other
             .execute_unprepared(
                 "DELETE FROM sample WHERE node_id = \
@@ -376,6 +381,7 @@ async fn interface_rows_go_with_their_sample() -> anyhow::Result<()> {
             .await?;
         assert_eq!(count(interfaces).await?, per_report);
         assert_eq!(count(orphans).await?, 0);
+        assert_eq!(count(orphan_samples).await?, 0);
         other.close().await?;
         store.close().await?;
         Ok(())
