@@ -26,7 +26,7 @@ use tracing::{error, warn};
 use crate::auth::{Action, Caller};
 use crate::ingest::now_ms;
 use crate::metrics::{self, Metrics};
-use crate::web;
+use crate::{web, web_topology};
 
 /// Largest request body accepted (the API only reads; bodies are refused
 /// beyond this with 413).
@@ -147,6 +147,7 @@ pub fn router(state: AppState) -> Router {
     Router::new()
         .route("/", get(web::index))
         .route("/networks/{network}", get(web::network))
+        .route("/networks/{network}/topology", get(web_topology::page))
         .route("/login", get(web::login_form).post(web::login_submit))
         .route("/logout", axum::routing::post(web::logout))
         .route("/healthz", get(healthz))

@@ -36,6 +36,9 @@ pub mod tls;
 pub mod topology;
 pub mod trust_cli;
 pub mod web;
+/// The topology page, `GET /networks/{network}/topology`: gateways, links
+/// worst first, isolated nodes, as HTML tables.
+pub mod web_topology;
 
 use config::{Cli, Command, Config, ConfigError, DemoConfig};
 

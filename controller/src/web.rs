@@ -70,7 +70,7 @@ impl<'a> Viewer<'a> {
 
 /// The frame of every page: head, refresh, heading, `body`, footer with
 /// the viewer and a logout button.
-fn layout(
+pub(crate) fn layout(
     title: &str,
     refresh: bool,
     body: Markup,
@@ -183,6 +183,7 @@ pub fn network_page(
             (net.id) " "
             span.muted { "(" (net.online) " online, " (net.offline) " offline)" }
         }
+        p { a href=(format!("/networks/{}/topology", net.id)) { "Topology" } }
         div.wrap {
             table {
                 thead {
@@ -234,7 +235,7 @@ fn error_page(status: StatusCode, message: &str) -> Response {
 }
 
 /// An API error as a page; 401 sends the browser to the login page.
-fn denied(e: &ApiError) -> Response {
+pub(crate) fn denied(e: &ApiError) -> Response {
     match e {
         ApiError::Unauthorized(_) => Redirect::to("/login").into_response(),
         ApiError::Store(e) => store_failed(e),
@@ -370,7 +371,8 @@ pub async fn logout(
     resp
 }
 
-fn store_failed(e: &StoreError) -> Response {
+/// A store error as a 503 page, logged.
+pub(crate) fn store_failed(e: &StoreError) -> Response {
     error!(error = %e, "web page: cannot read the store");
     error_page(
         StatusCode::SERVICE_UNAVAILABLE,

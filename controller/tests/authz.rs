@@ -284,6 +284,7 @@ fn endpoints() -> Vec<Endpoint> {
         // Web pages (web.rs).                                                      admin operator trainer funder viewer
         e(M::GET,  "/", Body::None,                                                 ALL),
         e(M::GET,  "/networks/{net}", Body::None,                                   ALL),
+        e(M::GET,  "/networks/{net}/topology", Body::None,                          READ),
         e(M::GET,  "/login", Body::None,                                            [303; 5]).anonymous(200),
         e(M::POST, "/login", Body::Form("csrf={login_csrf}&user=login-user&password={pw}"), [303; 5])
             .anonymous(303).need(Need::LoginForm).effect(Eff::SessionCookie),
