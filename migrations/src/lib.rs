@@ -5,7 +5,7 @@
 //! `mYYYYMMDD_NNNNNN_what.rs`, added at the end of [`Migrator::migrations`].
 //! Steps use the schema builder, so the same step runs on SQLite and
 //! PostgreSQL, except where a feature has no builder form (fill factors,
-//! triggers, `WITHOUT ROWID`): such a step writes SQL for each backend.
+//! triggers): such a step writes PostgreSQL's SQL.
 //!
 //! Only this crate and `meshtable-store` know the schema; `meshtable-store`
 //! runs [`Migrator::up`] when it connects.
@@ -48,7 +48,7 @@ impl MigratorTrait for Migrator {
 
 #[cfg(test)]
 mod tests {
-    use sea_orm_migration::sea_orm::Database;
+    use sea_orm_migration::sea_orm::{ConnectionTrait, Database};
 
     use super::*;
 
@@ -79,7 +79,38 @@ mod tests {
 
     #[tokio::test]
     async fn up_down_up() -> Result<(), DbErr> {
-        let db = Database::connect("sqlite::memory:").await?;
+        up_down_up_on("sqlite::memory:").await
+    }
+
+    /// The same on PostgreSQL, whose steps carry SQL of their own, in a
+    /// database of its own, when `MESHTABLE_TEST_DATABASE_URL` names a
+    /// server (as `.ci/run` does).
+    #[tokio::test]
+    async fn up_down_up_postgres() -> Result<(), DbErr> {
+        let Ok(admin_url) = std::env::var("MESHTABLE_TEST_DATABASE_URL") else {
+            return Ok(());
+        };
+        let admin = Database::connect(admin_url.as_str()).await?;
+        let name = format!("meshtable_migrations_{}", std::process::id());
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => return Err(DbErr::Custom(format!("no database in {admin_url}"))),
+        };
+        let result = up_down_up_on(&url).await;
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        result
+    }
+
+    async fn up_down_up_on(url: &str) -> Result<(), DbErr> {
+        let db = Database::connect(url).await?;
         let all = Migrator::migrations().len();
         Migrator::up(&db, None).await?;
         assert_eq!(Migrator::get_applied_migrations(&db).await?.len(), all);
@@ -90,6 +121,7 @@ mod tests {
         assert_eq!(Migrator::get_pending_migrations(&db).await?.len(), all);
         Migrator::up(&db, None).await?;
         assert!(Migrator::get_pending_migrations(&db).await?.is_empty());
+        db.close().await?;
         Ok(())
     }
 }
