@@ -79,22 +79,25 @@ pub(crate) async fn save_bases(
     let backend = conn.get_database_backend();
     // 6 values a row; stay far below SQLite's parameter limit.
     for chunk in rows.chunks(1000) {
-        let (tuples, values) = crate::batch::values_list(
+        let (source, values) = crate::batch::row_source(
             backend,
-            chunk.iter().map(|(network, node, t)| {
-                vec![
-                    Value::from((*network).to_owned()),
-                    Value::from((*node).to_owned()),
-                    Value::from(t.boot_id.clone()),
-                    Value::from(i64::try_from(t.seq).unwrap_or(i64::MAX)),
-                    Value::from(encode_cbor(*t)),
-                    Value::from(now_ms),
-                ]
-            }),
+            chunk
+                .iter()
+                .map(|(network, node, t)| {
+                    vec![
+                        Value::from((*network).to_owned()),
+                        Value::from((*node).to_owned()),
+                        Value::from(t.boot_id.clone()),
+                        Value::from(i64::try_from(t.seq).unwrap_or(i64::MAX)),
+                        Value::from(encode_cbor(*t)),
+                        Value::from(now_ms),
+                    ]
+                })
+                .collect(),
         );
         let sql = format!(
             "INSERT INTO telemetry_base (network, node, boot_id, seq, report, updated_ms) \
-             VALUES {tuples} ON CONFLICT (network, node) DO UPDATE SET \
+             {source} ON CONFLICT (network, node) DO UPDATE SET \
              boot_id = excluded.boot_id, seq = excluded.seq, report = excluded.report, \
              updated_ms = excluded.updated_ms \
              WHERE telemetry_base.boot_id <> excluded.boot_id \

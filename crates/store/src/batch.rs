@@ -588,19 +588,22 @@ impl Store {
         let backend = txn.get_database_backend();
         let mut rows: HashMap<(String, String), node::Model> = HashMap::new();
         for chunk in order.chunks(MAX_PARAMS / 2) {
-            let (tuples, values) = values_list(
+            let (source, values) = row_source(
                 backend,
-                chunk.iter().map(|&i| {
-                    let (net, node, _, _) = &keys.first[i];
-                    vec![Value::from(net.clone()), Value::from(node.clone())]
-                }),
+                chunk
+                    .iter()
+                    .map(|&i| {
+                        let (net, node, _, _) = &keys.first[i];
+                        vec![Value::from(net.clone()), Value::from(node.clone())]
+                    })
+                    .collect(),
             );
             let lock = match self.backend {
                 Backend::Postgres => " FOR UPDATE OF n",
                 Backend::Sqlite => "",
             };
             let sql = format!(
-                "WITH k(network, node) AS (VALUES {tuples}) \
+                "WITH k(network, node) AS ({source}) \
                  SELECT n.* FROM node n JOIN k ON n.network = k.network AND n.node = k.node \
                  ORDER BY n.network, n.node{lock}"
             );
@@ -625,18 +628,21 @@ impl Store {
         let backend = txn.get_database_backend();
         let mut out = HashMap::with_capacity(keys.len());
         for chunk in keys.chunks(MAX_PARAMS / 3) {
-            let (tuples, values) = values_list(
+            let (source, values) = row_source(
                 backend,
-                chunk.iter().map(|(node_id, boot_id, seq)| {
-                    vec![
-                        Value::from(*node_id),
-                        Value::from(boot_id.clone()),
-                        Value::from(*seq),
-                    ]
-                }),
+                chunk
+                    .iter()
+                    .map(|(node_id, boot_id, seq)| {
+                        vec![
+                            Value::from(*node_id),
+                            Value::from(boot_id.clone()),
+                            Value::from(*seq),
+                        ]
+                    })
+                    .collect(),
             );
             let sql = format!(
-                "WITH k(node_id, boot_id, seq) AS (VALUES {tuples}) \
+                "WITH k(node_id, boot_id, seq) AS ({source}) \
                  SELECT k.node_id, k.boot_id, k.seq, \
                  (SELECT s.uptime_ms FROM sample s \
                    WHERE s.node_id = k.node_id AND s.boot_id = k.boot_id AND s.seq = k.seq) \
@@ -1087,6 +1093,22 @@ pub(crate) fn values_list(
         sql.push(')');
     }
     (sql, values)
+}
+
+/// `rows` as the row source of a hand-written statement (`WITH k(...) AS
+/// ({source})`, `INSERT INTO t (...) {source}`): one array per column on
+/// PostgreSQL (see [`crate::unnest::select_source`]), else, and for rows
+/// that cannot be bound as arrays, `VALUES (...), (...)`.
+pub(crate) fn row_source(backend: DbBackend, rows: Vec<Vec<Value>>) -> (String, Vec<Value>) {
+    let rows = match backend {
+        DbBackend::Postgres => match crate::unnest::select_source(rows) {
+            Ok(source) => return source,
+            Err(rows) => rows,
+        },
+        _ => rows,
+    };
+    let (tuples, values) = values_list(backend, rows);
+    (format!("VALUES {tuples}"), values)
 }
 
 /// The `n`th (from 1) bind parameter in a hand-written statement.

@@ -41,8 +41,8 @@ use std::collections::HashMap;
 use meshtable_proto::Telemetry;
 use sea_orm::sea_query::OnConflict;
 use sea_orm::{
-    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, EntityTrait, QueryFilter,
-    QuerySelect, Statement, Value,
+    ActiveValue::Set, ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait,
+    QueryFilter, QuerySelect, Statement, Value,
 };
 
 use crate::derive::{CLOCK_MIN_MS, sat};
@@ -250,17 +250,20 @@ impl Anchors {
     ) -> Result<Anchors, StoreError> {
         let mut by_boot = HashMap::with_capacity(boots.len());
         let backend = txn.get_database_backend();
-        // The exact pairs, joined as a VALUES list: two IN lists would make
+        // The exact pairs, joined as a row source: two IN lists would make
         // the database probe every node with every boot id.
         for chunk in boots.chunks(crate::batch::MAX_PARAMS / 2) {
-            let (tuples, values) = crate::batch::values_list(
+            let (source, values) = crate::batch::row_source(
                 backend,
-                chunk.iter().map(|(node_id, boot_id)| {
-                    vec![Value::from(*node_id), Value::from(boot_id.clone())]
-                }),
+                chunk
+                    .iter()
+                    .map(|(node_id, boot_id)| {
+                        vec![Value::from(*node_id), Value::from(boot_id.clone())]
+                    })
+                    .collect(),
             );
             let sql = format!(
-                "WITH k(node_id, boot_id) AS (VALUES {tuples}) \
+                "WITH k(node_id, boot_id) AS ({source}) \
                  SELECT b.* FROM boot_anchor b \
                  JOIN k ON b.node_id = k.node_id AND b.boot_id = k.boot_id"
             );
@@ -344,6 +347,19 @@ impl Anchors {
         rows.sort_by(|a, b| {
             (a.node_id.as_ref(), a.boot_id.as_ref()).cmp(&(b.node_id.as_ref(), b.boot_id.as_ref()))
         });
+        // PostgreSQL: one statement of the same text whatever the number of
+        // rows (see `crate::unnest`).
+        if txn.get_database_backend() == DbBackend::Postgres
+            && let Some(statement) = crate::unnest::insert_statement(
+                &rows,
+                "ON CONFLICT (node_id, boot_id) DO UPDATE SET anchor_ms = excluded.anchor_ms, \
+                 source = excluded.source, skew_ms = excluded.skew_ms, \
+                 updated_ms = excluded.updated_ms",
+            )
+        {
+            txn.execute_raw(statement).await?;
+            return Ok(());
+        }
         for chunk in rows.chunks(4_000) {
             boot_anchor::Entity::insert_many(chunk.to_vec())
                 .on_conflict(

@@ -47,6 +47,7 @@ fn element(v: &Value) -> Option<(ArrayType, &'static str, Value)> {
             "text[]",
             Value::String(Some(String::new())),
         ),
+        Value::Bytes(_) => (ArrayType::Bytes, "bytea[]", Value::Bytes(Some(Vec::new()))),
         _ => return None,
     })
 }
@@ -186,6 +187,52 @@ where
         sql,
         u.values,
     ))
+}
+
+/// Whether `rows` can be bound as arrays (see [`gather`]).
+fn fits(rows: &[Vec<Value>]) -> bool {
+    let Some(first) = rows.first() else {
+        return false;
+    };
+    let Some(placeholders) = first
+        .iter()
+        .map(|v| element(v).map(|(_, _, p)| p))
+        .collect::<Option<Vec<Value>>>()
+    else {
+        return false;
+    };
+    rows.iter().all(|row| {
+        row.len() == placeholders.len()
+            && row
+                .iter()
+                .zip(&placeholders)
+                .all(|(v, p)| same_variant(v, p))
+    })
+}
+
+/// `SELECT ... FROM UNNEST(...)`, a row source of `rows` (columns in
+/// order, one array parameter per column, numbered from `$1`), for a `WITH
+/// k(...) AS (...)` or an `INSERT INTO t (...) ...`. Its text is the same
+/// whatever the number of rows, so PostgreSQL parses and plans it once per
+/// connection, where a `VALUES` list of another length is a new statement.
+/// The rows come back when they cannot be bound as arrays (see [`gather`])
+/// or there are none.
+pub(crate) fn select_source(
+    rows: Vec<Vec<Value>>,
+) -> Result<(String, Vec<Value>), Vec<Vec<Value>>> {
+    if !fits(&rows) {
+        return Err(rows);
+    }
+    let names = (0..rows[0].len()).map(|i| format!("c{i}")).collect();
+    // fits() checked what gather() needs.
+    let u = unnest(gather(names, rows).ok_or_else(Vec::new)?);
+    let sql = format!(
+        "SELECT {} FROM UNNEST({}) AS u({})",
+        u.select.join(", "),
+        u.params.join(", "),
+        u.aliases.join(", "),
+    );
+    Ok((sql, u.values))
 }
 
 /// `UPDATE table SET ... FROM UNNEST(...) WHERE table.<first column> = ...`:
