@@ -33,6 +33,7 @@ use meshtable_store::alerts::Alert;
 use meshtable_store::time::format_rfc3339_ms;
 use meshtable_store::topology::{Graph, GraphNode, LinkView};
 
+use crate::alerts::rules::link_subject;
 use crate::api::{ApiError, AppState};
 use crate::auth::{Action, Caller};
 use crate::ingest::now_ms;
@@ -79,31 +80,23 @@ pub fn degraded_directions(alerts: &[Alert]) -> HashMap<String, String> {
 
 /// The subject a `link_degraded` alert of this direction carries.
 fn subject(l: &LinkView) -> String {
-    format!(
-        "{}/{}->{}",
-        l.source,
-        l.source_ifname,
-        l.target.node.as_deref().unwrap_or(&l.target.address)
+    link_subject(
+        &l.source,
+        &l.source_ifname,
+        l.target.node.as_deref().unwrap_or(&l.target.address),
     )
 }
 
-/// One link: the direction `a` reports and the one `b` reports, when
-/// reported. At least one is set.
+/// One link: the direction `a` reports, and the one `b` reports when
+/// reported.
 struct Row<'a> {
-    ab: Option<&'a LinkView>,
+    ab: &'a LinkView,
     ba: Option<&'a LinkView>,
 }
 
 impl<'a> Row<'a> {
-    fn first(&self) -> &'a LinkView {
-        match (self.ab, self.ba) {
-            (Some(l), _) | (None, Some(l)) => l,
-            (None, None) => unreachable!("a row has a direction"),
-        }
-    }
-
     fn directions(&self) -> impl Iterator<Item = &'a LinkView> {
-        self.ab.into_iter().chain(self.ba)
+        std::iter::once(self.ab).chain(self.ba)
     }
 
     fn up(&self) -> bool {
@@ -130,7 +123,7 @@ impl<'a> Row<'a> {
     /// reported, or down, is 0.
     fn quality(&self) -> f64 {
         let q = |l: Option<&LinkView>| l.filter(|l| l.up).map_or(0.0, meshviewer_tq);
-        q(self.ab).min(q(self.ba))
+        q(Some(self.ab)).min(q(self.ba))
     }
 }
 
@@ -193,13 +186,10 @@ fn pair(links: &[LinkView]) -> Vec<Row<'_>> {
         match partner[i] {
             Some(j) if j < i => {}
             Some(j) => rows.push(Row {
-                ab: Some(l),
+                ab: l,
                 ba: Some(&links[j]),
             }),
-            None => rows.push(Row {
-                ab: Some(l),
-                ba: None,
-            }),
+            None => rows.push(Row { ab: l, ba: None }),
         }
     }
     rows
@@ -321,7 +311,7 @@ pub fn topology_page(
                     b.since_ms().cmp(&a.since_ms())
                 }
             })
-            .then_with(|| a.first().id.cmp(&b.first().id))
+            .then_with(|| a.ab.id.cmp(&b.ab.id))
     });
     let links_up = rows.iter().filter(|r| r.up()).count();
     let links_down = rows.len() - links_up;
@@ -409,9 +399,9 @@ pub fn topology_page(
                     }
                     tbody {
                         @for r in &rows {
-                            @let l = r.first();
+                            @let l = r.ab;
                             tr {
-                                (end_cell(net, &nodes, Some(&l.source), &l.source, Some(&l.source_ifname), r.ab, degraded))
+                                (end_cell(net, &nodes, Some(&l.source), &l.source, Some(&l.source_ifname), Some(l), degraded))
                                 (end_cell(net, &nodes, l.target.node.as_deref(), &l.target.address, l.target.ifname.as_deref(), r.ba, degraded))
                                 @if r.up() {
                                     td.online title=(format!("up since {}", format_rfc3339_ms(r.since_ms()))) {
@@ -496,9 +486,7 @@ mod tests {
     }
 
     fn ids(rows: &[Row<'_>]) -> Vec<(i64, Option<i64>)> {
-        rows.iter()
-            .map(|r| (r.first().id, r.ba.map(|l| l.id)))
-            .collect()
+        rows.iter().map(|r| (r.ab.id, r.ba.map(|l| l.id))).collect()
     }
 
     #[test]

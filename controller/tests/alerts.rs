@@ -27,8 +27,12 @@ use meshtable_store::alerts::{
 use meshtable_store::{Incoming, NodeStatus, Store};
 use serde_json::{Value, json};
 
+#[path = "common/databases.rs"]
+mod databases;
 #[path = "../../crates/store/tests/common/pg_url.rs"]
 mod pg_url;
+
+use databases::on_each_database;
 
 const MIN: i64 = 60_000;
 const NOW: i64 = 1_900_000_000_000;
@@ -745,79 +749,6 @@ fn rules_check() {
     assert_eq!(Rules::default().check(), Ok(()));
 }
 
-struct Db {
-    url: String,
-    pg: Option<(String, String)>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        if let Some((admin, name)) = &self.pg {
-            let _ = Command::new("psql")
-                .args([
-                    admin.as_str(),
-                    "-q",
-                    "-c",
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                ])
-                .output();
-        }
-    }
-}
-
-/// Runs `body` with the URL of every database of [`databases`], naming the
-/// backend in a failure.
-async fn on_each_database<F, Fut>(body: F) -> Result<()>
-where
-    F: Fn(String) -> Fut,
-    Fut: std::future::Future<Output = Result<()>>,
-{
-    for db in databases()? {
-        body(db.url.clone())
-            .await
-            .with_context(|| format!("on {}", db.url.split(':').next().unwrap_or("")))?;
-    }
-    Ok(())
-}
-
-fn databases() -> Result<Vec<Db>> {
-    let dir = tempfile::tempdir()?;
-    let mut out = vec![Db {
-        url: format!("sqlite://{}/meshtable.db", dir.path().display()),
-        pg: None,
-        _dir: dir,
-    }];
-    match std::env::var("MESHTABLE_TEST_DATABASE_URL") {
-        Ok(admin) if !admin.is_empty() => {
-            let name = format!("meshtable_alerts_{:016x}", rand::random::<u64>());
-            let o = Command::new("psql")
-                .args([
-                    admin.as_str(),
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-q",
-                    "-c",
-                    &format!("CREATE DATABASE {name}"),
-                ])
-                .output()
-                .context("run psql")?;
-            ensure!(
-                o.status.success(),
-                "create database: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            out.push(Db {
-                url: pg_url::with_database(&admin, &name),
-                pg: Some((admin.clone(), name)),
-                _dir: tempfile::tempdir()?,
-            });
-        }
-        _ => eprintln!("alerts: MESHTABLE_TEST_DATABASE_URL not set, PostgreSQL variant skipped"),
-    }
-    Ok(out)
-}
-
 struct Harness {
     controller: Controller,
     http: reqwest::Client,
@@ -978,7 +909,7 @@ async fn report(
 /// Tolerance window, backfill, offline, lifecycle over the API, idempotence.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn lifecycle() -> Result<()> {
-    on_each_database(|url| async move { lifecycle_on(&url).await }).await
+    on_each_database("alerts", |url| async move { lifecycle_on(&url).await }).await
 }
 
 async fn lifecycle_on(url: &str) -> Result<()> {
@@ -1240,7 +1171,7 @@ impl Drop for Smtp {
 async fn delivery() -> Result<()> {
     let smtp = Smtp::start()?;
     let smtp = &smtp;
-    on_each_database(|url| async move { delivery_on(&url, smtp).await }).await
+    on_each_database("alerts", |url| async move { delivery_on(&url, smtp).await }).await
 }
 
 async fn delivery_on(url: &str, smtp: &Smtp) -> Result<()> {
@@ -1472,7 +1403,11 @@ async fn delivery_on(url: &str, smtp: &Smtp) -> Result<()> {
 /// and by the client's own resolver; allowed with it.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn internal_webhooks_are_refused() -> Result<()> {
-    on_each_database(|url| async move { internal_webhooks_on(&url).await }).await
+    on_each_database(
+        "alerts",
+        |url| async move { internal_webhooks_on(&url).await },
+    )
+    .await
 }
 
 async fn internal_webhooks_on(url: &str) -> Result<()> {
@@ -1720,7 +1655,7 @@ async fn mesh_report(
 /// stay in their network.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn link_degraded() -> Result<()> {
-    on_each_database(|url| async move { link_degraded_on(&url).await }).await
+    on_each_database("alerts", |url| async move { link_degraded_on(&url).await }).await
 }
 
 async fn link_degraded_on(url: &str) -> Result<()> {
@@ -1997,7 +1932,7 @@ async fn uplink_report(
 /// newest interval is below the limit.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn uplink_p95() -> Result<()> {
-    on_each_database(|url| async move { uplink_p95_on(&url).await }).await
+    on_each_database("alerts", |url| async move { uplink_p95_on(&url).await }).await
 }
 
 async fn uplink_p95_on(url: &str) -> Result<()> {

@@ -12,8 +12,12 @@ use meshtable::config::{Config, Layer};
 use meshtable::ingest::now_ms;
 use meshtable::serve::{Controller, Listeners};
 use meshtable_proto::{Hello, Telemetry, encode_cbor, examples};
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::Value;
+
+#[path = "common/publish.rs"]
+mod publish;
+
+use publish::publish_all;
 
 const NET: &str = "testnet";
 const NODE: &str = "node1";
@@ -113,38 +117,6 @@ impl Harness {
 fn metric_value(text: &str, series: &str) -> Option<f64> {
     text.lines()
         .find_map(|l| l.strip_prefix(series)?.strip_prefix(' ')?.parse().ok())
-}
-
-/// Publishes every message at QoS 1 on one connection, in order, and waits
-/// for the broker's acks.
-async fn publish_all(broker: SocketAddr, messages: Vec<(String, Vec<u8>, bool)>) -> Result<()> {
-    let mut opts = MqttOptions::new("test-publisher", broker.ip().to_string(), broker.port());
-    opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    let n = messages.len();
-    tokio::spawn(async move {
-        for (topic, payload, retain) in messages {
-            client
-                .publish(topic, QoS::AtLeastOnce, retain, payload)
-                .await
-                .unwrap();
-        }
-    });
-    let mut acks = 0;
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while acks < n {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => acks += 1,
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => bail!("disconnected"),
-                Ok(_) => {}
-                Err(e) => bail!("publisher connection failed: {e}"),
-            }
-        }
-        Ok(())
-    })
-    .await
-    .context("broker did not ack every publish")??;
-    Ok(())
 }
 
 fn topic(node: &str, kind: &str) -> String {

@@ -8,7 +8,6 @@
 //! shows another network's nodes.
 
 use std::net::SocketAddr;
-use std::process::Command;
 use std::time::{Duration, Instant};
 
 use anyhow::{Context, Result, bail, ensure};
@@ -21,77 +20,20 @@ use meshtable_proto::{
     Gateway, Hello, InterfaceInfo, InterfaceKind, MeshProtocol, Neighbour, Station, Telemetry,
     encode_cbor,
 };
-use rumqttc::{AsyncClient, Event, MqttOptions, Outgoing, Packet, QoS};
 use serde_json::{Value, json};
 
+#[path = "common/databases.rs"]
+mod databases;
+#[path = "common/publish.rs"]
+mod publish;
+
+use publish::publish_all;
 #[path = "../../crates/store/tests/common/pg_url.rs"]
 mod pg_url;
 
 const NORTH: &str = "north";
 const SOUTH: &str = "south";
 const HOSTILE: &str = "<script>alert(1)</script>";
-
-/// A database for one run: SQLite in a temp dir, or a fresh PostgreSQL
-/// database dropped afterwards.
-struct Db {
-    url: String,
-    pg: Option<(String, String)>,
-    _dir: tempfile::TempDir,
-}
-
-impl Drop for Db {
-    fn drop(&mut self) {
-        if let Some((admin, name)) = &self.pg {
-            let _ = Command::new("psql")
-                .args([
-                    admin.as_str(),
-                    "-q",
-                    "-c",
-                    &format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"),
-                ])
-                .output();
-        }
-    }
-}
-
-fn databases() -> Result<Vec<Db>> {
-    let dir = tempfile::tempdir()?;
-    let mut out = vec![Db {
-        url: format!("sqlite://{}/meshtable.db", dir.path().display()),
-        pg: None,
-        _dir: dir,
-    }];
-    match std::env::var("MESHTABLE_TEST_DATABASE_URL") {
-        Ok(admin) if !admin.is_empty() => {
-            let name = format!("meshtable_webtopo_{:016x}", rand::random::<u64>());
-            let o = Command::new("psql")
-                .args([
-                    admin.as_str(),
-                    "-v",
-                    "ON_ERROR_STOP=1",
-                    "-q",
-                    "-c",
-                    &format!("CREATE DATABASE {name}"),
-                ])
-                .output()
-                .context("run psql")?;
-            ensure!(
-                o.status.success(),
-                "create database: {}",
-                String::from_utf8_lossy(&o.stderr)
-            );
-            out.push(Db {
-                url: pg_url::with_database(&admin, &name),
-                pg: Some((admin.clone(), name)),
-                _dir: tempfile::tempdir()?,
-            });
-        }
-        _ => eprintln!(
-            "web_topology: MESHTABLE_TEST_DATABASE_URL not set, PostgreSQL variant skipped"
-        ),
-    }
-    Ok(out)
-}
 
 struct Harness {
     controller: Controller,
@@ -188,38 +130,6 @@ impl Harness {
     async fn get(&self, path: &str, token: Option<&str>) -> Result<(u16, String)> {
         self.call(reqwest::Method::GET, path, token, None).await
     }
-}
-
-/// Publishes every message at QoS 1 on one connection, in order, and waits
-/// for the broker's acks.
-async fn publish_all(broker: SocketAddr, messages: Vec<(String, Vec<u8>, bool)>) -> Result<()> {
-    let mut opts = MqttOptions::new("web-topology-test", broker.ip().to_string(), broker.port());
-    opts.set_max_packet_size(1024 * 1024, 1024 * 1024);
-    let (client, mut eventloop) = AsyncClient::new(opts, 100);
-    let n = messages.len();
-    tokio::spawn(async move {
-        for (topic, payload, retain) in messages {
-            client
-                .publish(topic, QoS::AtLeastOnce, retain, payload)
-                .await
-                .unwrap();
-        }
-    });
-    let mut acks = 0;
-    tokio::time::timeout(Duration::from_secs(20), async {
-        while acks < n {
-            match eventloop.poll().await {
-                Ok(Event::Incoming(Packet::PubAck(_))) => acks += 1,
-                Ok(Event::Outgoing(Outgoing::Disconnect)) => bail!("disconnected"),
-                Ok(_) => {}
-                Err(e) => bail!("publisher connection failed: {e}"),
-            }
-        }
-        Ok(())
-    })
-    .await
-    .context("broker did not ack every publish")??;
-    Ok(())
 }
 
 /// An interface of a hello: `(name, mac, addresses, kind)`.
@@ -472,13 +382,7 @@ fn cells(row: &str) -> Vec<&str> {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn the_topology_page() -> Result<()> {
-    for db in databases()? {
-        let backend = db.url.split(':').next().unwrap_or("").to_owned();
-        topology_page_on(&db.url)
-            .await
-            .with_context(|| format!("on {backend}"))?;
-    }
-    Ok(())
+    databases::on_each_database("webtopo", |url| async move { topology_page_on(&url).await }).await
 }
 
 async fn topology_page_on(url: &str) -> Result<()> {

@@ -425,7 +425,7 @@ fn link_degraded(facts: &NetworkFacts, rules: &Rules, now_ms: i64) -> Vec<Condit
         if why.is_empty() {
             continue;
         }
-        let subject = format!("{}/{}->{}", l.source, l.source_ifname, l.target);
+        let subject = link_subject(&l.source, &l.source_ifname, &l.target);
         out.push(cond(
             LINK_DEGRADED,
             &subject,
@@ -442,4 +442,11 @@ fn link_degraded(facts: &NetworkFacts, rules: &Rules, now_ms: i64) -> Vec<Condit
         ));
     }
     out
+}
+
+/// The subject of a link direction's `link_degraded` alert:
+/// `source/ifname->target`, the target being the far node's id, or its
+/// address when it is joined to no node.
+pub fn link_subject(source: &str, source_ifname: &str, target: &str) -> String {
+    format!("{source}/{source_ifname}->{target}")
 }
