@@ -480,17 +480,14 @@ mod tests {
             let err = signal_reload(&pid_file).unwrap_err();
             assert!(err.to_string().contains("no process id"), "{junk:?}: {err}");
         }
-        // A live process that is not mosquitto (a stale pid file): left alone.
-        let mut child = std::process::Command::new("sleep")
-            .arg("60")
-            .spawn()
-            .unwrap();
-        std::fs::write(&pid_file, format!("{}\n", child.id())).unwrap();
+        // A live process that is not mosquitto (a stale pid file): left
+        // alone. This very test process: a spawned child keeps the forking
+        // thread's name, "mosquitto::test...", until the kernel renames it
+        // late in exec, after spawn() has returned (seen once in CI); and a
+        // SIGHUP sent here would end the test run.
+        std::fs::write(&pid_file, format!("{}\n", std::process::id())).unwrap();
         let err = signal_reload(&pid_file).unwrap_err();
         assert!(err.to_string().contains("not mosquitto"), "{err}");
-        assert!(child.try_wait().unwrap().is_none(), "sleep was signalled");
-        child.kill().unwrap();
-        child.wait().unwrap();
     }
 
     #[test]
