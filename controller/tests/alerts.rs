@@ -15,8 +15,8 @@ use meshtable::alerts::engine;
 use meshtable::alerts::notify::Webhooks;
 use meshtable::alerts::rules::{self, Rules};
 use meshtable::alerts::target;
-use meshtable::config::{Config, Layer};
-use meshtable::serve::{Controller, Listeners};
+use meshtable::config::Layer;
+use meshtable::serve::Controller;
 use meshtable_proto::{
     Gateway, Hello, InterfaceCounters, InterfaceInfo, InterfaceKind, MeshProtocol, Neighbour,
     Station, Telemetry,
@@ -31,6 +31,10 @@ use serde_json::{Value, json};
 mod databases;
 #[path = "../../crates/store/tests/common/pg_url.rs"]
 mod pg_url;
+#[path = "common/start.rs"]
+mod start;
+
+use start::start_controller;
 
 use databases::on_each_database;
 
@@ -781,13 +785,7 @@ impl Harness {
             alert_webhook_allow_private: Some(allow_private),
             ..Layer::default()
         };
-        let config = Config::resolve(&layer, None)?;
-        let controller = tokio::time::timeout(
-            Duration::from_secs(30),
-            Controller::start(&config, Listeners::bind(&config)?),
-        )
-        .await
-        .context("controller did not get ready")??;
+        let controller = start_controller(&layer).await?;
         meshtable::enroll::add_network(controller.store(), NET, true)
             .await
             .map_err(|e| anyhow::anyhow!("add network: {e}"))?;

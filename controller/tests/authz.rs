@@ -38,6 +38,10 @@ use serde_json::{Value, json};
 
 #[path = "../../crates/store/tests/common/pg_url.rs"]
 mod pg_url;
+#[path = "common/start.rs"]
+mod start;
+
+use start::start_controller;
 
 /// The caller's own network, another one that exists, one that does not.
 const OWN: &str = "north";
@@ -1263,13 +1267,7 @@ impl Setup {
             sweep_interval: Some(Duration::from_secs(3600)),
             ..Layer::default()
         };
-        let config = Config::resolve(&layer, None)?;
-        let controller = tokio::time::timeout(
-            Duration::from_secs(30),
-            Controller::start(&config, Listeners::bind(&config)?),
-        )
-        .await
-        .context("controller did not get ready")??;
+        let controller = start_controller(&layer).await?;
         ensure!(
             controller.bootstrap_password().is_some(),
             "a fresh database bootstraps a superadmin"

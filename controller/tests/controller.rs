@@ -16,8 +16,11 @@ use serde_json::Value;
 
 #[path = "common/publish.rs"]
 mod publish;
+#[path = "common/start.rs"]
+mod start;
 
 use publish::publish_all;
+use start::start_controller;
 
 const NET: &str = "testnet";
 const NODE: &str = "node1";
@@ -519,13 +522,7 @@ async fn reconnects_and_gets_what_it_missed() -> Result<()> {
         data_dir: Some(dir.path().to_owned()),
         ..Layer::default()
     };
-    let config = Config::resolve(&layer, None)?;
-    let controller = tokio::time::timeout(
-        Duration::from_secs(30),
-        Controller::start(&config, Listeners::bind(&config)?),
-    )
-    .await
-    .context("controller did not get ready")??;
+    let controller = start_controller(&layer).await?;
     let h = Harness::with(controller, dir).await?;
     let now = now_ms();
     let series = r#"meshtable_ingest_messages_total{kind="telemetry"}"#;
@@ -586,14 +583,7 @@ async fn controller_on(broker: SocketAddr, dir: &std::path::Path) -> Result<Cont
         data_dir: Some(dir.to_owned()),
         ..Layer::default()
     };
-    let config = Config::resolve(&layer, None)?;
-    tokio::time::timeout(
-        Duration::from_secs(30),
-        Controller::start(&config, Listeners::bind(&config)?),
-    )
-    .await
-    .context("controller did not get ready")?
-    .map_err(Into::into)
+    start_controller(&layer).await
 }
 
 /// When the database fails, a report is counted as a store error, retried,

@@ -13,9 +13,9 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use meshtable::alerts::engine;
 use meshtable::auth::{self, TokenScope};
-use meshtable::config::{Config, Layer};
+use meshtable::config::Layer;
 use meshtable::ingest::now_ms;
-use meshtable::serve::{Controller, Listeners};
+use meshtable::serve::Controller;
 use meshtable_proto::{
     Gateway, Hello, InterfaceInfo, InterfaceKind, MeshProtocol, Neighbour, Station, Telemetry,
     encode_cbor,
@@ -30,6 +30,10 @@ mod publish;
 use publish::publish_all;
 #[path = "../../crates/store/tests/common/pg_url.rs"]
 mod pg_url;
+#[path = "common/start.rs"]
+mod start;
+
+use start::start_controller;
 
 const NORTH: &str = "north";
 const SOUTH: &str = "south";
@@ -58,13 +62,7 @@ impl Harness {
             history_interval: Some(Duration::from_secs(3600)),
             ..Layer::default()
         };
-        let config = Config::resolve(&layer, None)?;
-        let controller = tokio::time::timeout(
-            Duration::from_secs(30),
-            Controller::start(&config, Listeners::bind(&config)?),
-        )
-        .await
-        .context("controller did not get ready")??;
+        let controller = start_controller(&layer).await?;
         for n in [NORTH, SOUTH] {
             meshtable::enroll::add_network(controller.store(), n, true)
                 .await
