@@ -32,6 +32,11 @@ pub const DEFAULT_DATA_DIR: &str = "./meshtable-data";
 pub const DEFAULT_OFFLINE_AFTER: u32 = 3;
 /// Default period of the liveness sweep.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
+/// Default period of the alert evaluation. Rules are stated in minutes and
+/// reports come every minute; each evaluation reads the whole network (its
+/// graph, latest samples, uplink intervals), so it runs less often than the
+/// liveness sweep.
+pub const DEFAULT_ALERT_INTERVAL: Duration = Duration::from_secs(30);
 /// Default raw sample retention (history).
 pub const DEFAULT_RAW_RETENTION: Duration = Duration::from_secs(14 * 86_400);
 /// Default rollup retention (history).
@@ -212,6 +217,9 @@ pub struct ServeArgs {
     /// How often the liveness sweep runs, e.g. 5s or 1m [default: 5s].
     #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
     pub sweep_interval: Option<Duration>,
+    /// How often alert rules are evaluated, e.g. 30s or 1m [default: 30s].
+    #[arg(long, value_name = "DURATION", value_parser = parse_duration)]
+    pub alert_interval: Option<Duration>,
     /// Status changes within --flap-window that make a node flapping [default: 4].
     #[arg(long, value_name = "N")]
     pub flap_transitions: Option<u32>,
@@ -327,6 +335,9 @@ pub struct Layer {
     /// `--sweep-interval`.
     #[serde(default, with = "humantime_serde")]
     pub sweep_interval: Option<Duration>,
+    /// `--alert-interval`.
+    #[serde(default, with = "humantime_serde")]
+    pub alert_interval: Option<Duration>,
     /// `--flap-transitions`.
     pub flap_transitions: Option<u32>,
     /// `--flap-window`.
@@ -401,6 +412,7 @@ impl Layer {
             data_dir,
             offline_after,
             sweep_interval,
+            alert_interval,
             flap_transitions,
             flap_window,
             flap_quiet,
@@ -438,6 +450,7 @@ impl Layer {
             data_dir: args.data_dir.clone(),
             offline_after: args.offline_after,
             sweep_interval: args.sweep_interval,
+            alert_interval: args.alert_interval,
             flap_transitions: args.flap_transitions,
             flap_window: args.flap_window,
             flap_quiet: args.flap_quiet,
@@ -507,6 +520,7 @@ impl Layer {
             data_dir: var(lookup, "DATA_DIR", |s| Ok(PathBuf::from(s)))?,
             offline_after: var(lookup, "OFFLINE_AFTER", parsed)?,
             sweep_interval: var(lookup, "SWEEP_INTERVAL", parse_duration)?,
+            alert_interval: var(lookup, "ALERT_INTERVAL", parse_duration)?,
             flap_transitions: var(lookup, "FLAP_TRANSITIONS", parsed)?,
             flap_window: var(lookup, "FLAP_WINDOW", parse_duration)?,
             flap_quiet: var(lookup, "FLAP_QUIET", parse_duration)?,
@@ -683,6 +697,8 @@ pub struct Config {
     pub offline_after: u32,
     /// Period of the liveness sweep.
     pub sweep_interval: Duration,
+    /// Period of the alert evaluation.
+    pub alert_interval: Duration,
     /// When a node counts as flapping, and when it is stable again.
     pub flap: FlapPolicy,
     /// Log filter (tracing-subscriber `EnvFilter` syntax).
@@ -967,6 +983,15 @@ impl Config {
                 "must be between 10ms and 1h",
             ));
         }
+        let alert_interval = layer.alert_interval.unwrap_or(DEFAULT_ALERT_INTERVAL);
+        if alert_interval < Duration::from_millis(10) || alert_interval > Duration::from_secs(3600)
+        {
+            return Err(invalid(
+                "--alert-interval",
+                humantime::format_duration(alert_interval),
+                "must be between 10ms and 1h",
+            ));
+        }
 
         let flap = flap_policy(layer)?;
 
@@ -988,6 +1013,7 @@ impl Config {
             data_dir,
             offline_after,
             sweep_interval,
+            alert_interval,
             flap,
             log,
             mqtt_allow_anonymous: layer.mqtt_allow_anonymous.unwrap_or(false),
@@ -1223,6 +1249,7 @@ mod tests {
                 data_dir: PathBuf::from("./meshtable-data"),
                 offline_after: 3,
                 sweep_interval: Duration::from_secs(5),
+                alert_interval: Duration::from_secs(30),
                 flap: FlapPolicy::default(),
                 log: "info,rumqttd=warn".to_owned(),
                 mqtt_allow_anonymous: false,
@@ -1250,6 +1277,7 @@ mod tests {
             "--data-dir=/d",
             "--offline-after=5",
             "--sweep-interval=2s",
+            "--alert-interval=1m",
             "--log=debug",
         ]);
         let from_env = env(&[
@@ -1262,6 +1290,7 @@ mod tests {
             ("MESHTABLE_DATA_DIR", "/d"),
             ("MESHTABLE_OFFLINE_AFTER", "5"),
             ("MESHTABLE_SWEEP_INTERVAL", "2s"),
+            ("MESHTABLE_ALERT_INTERVAL", "1m"),
             ("MESHTABLE_LOG", "debug"),
         ])
         .unwrap();
@@ -1276,6 +1305,7 @@ mod tests {
             data_dir = "/d"
             offline_after = 5
             sweep_interval = "2s"
+            alert_interval = "1m"
             log = "debug"
             "#,
         );
@@ -1368,6 +1398,8 @@ mod tests {
             (&["--offline-after", "0"], "invalid --offline-after"),
             (&["--sweep-interval", "1ms"], "invalid --sweep-interval"),
             (&["--sweep-interval", "2h"], "invalid --sweep-interval"),
+            (&["--alert-interval", "1ms"], "invalid --alert-interval"),
+            (&["--alert-interval", "2h"], "invalid --alert-interval"),
             (&["--mqtt-url", "http://x"], "invalid --mqtt-url"),
             (&["--mqtt-client-id", ""], "invalid --mqtt-client-id"),
             (&["--mqtt-client-id", "a/b"], "invalid --mqtt-client-id"),

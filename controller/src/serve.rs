@@ -266,11 +266,11 @@ impl Controller {
             None => ingest.subscribed().await.map_err(ServeError::from),
         };
         let history = tokio::spawn(history::run(store.clone(), config.history, stop_rx.clone()));
-        // Alerts: evaluated at the sweep's period; the task ends with `stop`.
+        // Alerts: evaluated every `alert_interval`; the task ends with `stop`.
         tokio::spawn(crate::alerts::engine::run(
             store.clone(),
             alert_metrics,
-            config.sweep_interval,
+            config.alert_interval,
             config.alert_webhook_allow_private,
             stop_rx.clone(),
         ));
