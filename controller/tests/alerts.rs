@@ -781,6 +781,7 @@ impl Harness {
             // (The liveness sweep and the history job run once at the start,
             // then not again within the test.)
             sweep_interval: Some(Duration::from_secs(3600)),
+            alert_interval: Some(Duration::from_secs(3600)),
             history_interval: Some(Duration::from_secs(3600)),
             alert_webhook_allow_private: Some(allow_private),
             ..Layer::default()

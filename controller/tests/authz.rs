@@ -1265,6 +1265,7 @@ impl Setup {
             // No sweep during a test: the alerts and nodes made for the
             // matrix stay as they were made.
             sweep_interval: Some(Duration::from_secs(3600)),
+            alert_interval: Some(Duration::from_secs(3600)),
             ..Layer::default()
         };
         let controller = start_controller(&layer).await?;

@@ -379,6 +379,7 @@ async fn the_web_ui_in_a_browser() -> Result<()> {
         mqtt_allow_anonymous: Some(true),
         // Nothing goes offline while the browser looks.
         sweep_interval: Some(Duration::from_secs(3600)),
+        alert_interval: Some(Duration::from_secs(3600)),
         history_interval: Some(Duration::from_secs(3600)),
         ..Layer::default()
     };

@@ -59,6 +59,7 @@ impl Harness {
             mqtt_allow_anonymous: Some(true),
             // The test evaluates alerts itself, at chosen times.
             sweep_interval: Some(Duration::from_secs(3600)),
+            alert_interval: Some(Duration::from_secs(3600)),
             history_interval: Some(Duration::from_secs(3600)),
             ..Layer::default()
         };
