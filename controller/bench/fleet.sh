@@ -3,7 +3,8 @@
 # reporting every 60 s through a Mosquitto started here (own config, free
 # port), ingested by the release controller. Prints the controller's CPU (%
 # of one core, from /proc/<pid>/stat over the steady-state window) and RSS,
-# and what the simulator and Mosquitto used beside it.
+# and what the simulator, Mosquitto and (on PostgreSQL) the database server
+# used beside it.
 #
 #   controller/bench/fleet.sh                      # SQLite, 10000 nodes, 180 s window
 #   NODES=2000 WINDOW=60 controller/bench/fleet.sh
@@ -85,13 +86,20 @@ sim=$!
 
 # utime + stime in clock ticks (fields 14 and 15, after the command name).
 ticks() { awk '{ sub(/^.*\) /, ""); print $12 + $13 }' "/proc/$1/stat"; }
+# The same summed over PostgreSQL's processes (server and backends): on
+# PostgreSQL the storing happens there, beside the controller.
+pg_ticks() {
+    local t=0 p
+    for p in $(pgrep -x postgres); do t=$((t + $(ticks "$p" 2>/dev/null || echo 0))); done
+    echo "$t"
+}
 rss_kib() { awk '/^VmRSS/ { print $2 }' "/proc/$1/status"; }
 hz=$(getconf CLK_TCK)
 
 echo "meshtable fleet benchmark: $NODES nodes at $INTERVAL, $DATABASE, $(nproc) cores; warming up ${WARMUP}s"
 sleep "$WARMUP"
 conns=$(ss -Htn state established "( sport = :$mport )" | wc -l)
-c0=$(ticks "$ctl"); s0=$(ticks "$sim"); m0=$(ticks "$mosq"); n0=$(count); t0=$(date +%s.%N)
+c0=$(ticks "$ctl"); s0=$(ticks "$sim"); m0=$(ticks "$mosq"); p0=$(pg_ticks); n0=$(count); t0=$(date +%s.%N)
 max_ctl=0; max_sim=0; max_mosq=0
 end=$(( $(date +%s) + WINDOW ))
 while [ "$(date +%s)" -lt "$end" ]; do
@@ -100,7 +108,7 @@ while [ "$(date +%s)" -lt "$end" ]; do
     r=$(rss_kib "$mosq"); [ "$r" -gt "$max_mosq" ] && max_mosq=$r
     sleep 5
 done
-c1=$(ticks "$ctl"); s1=$(ticks "$sim"); m1=$(ticks "$mosq"); n1=$(count); t1=$(date +%s.%N)
+c1=$(ticks "$ctl"); s1=$(ticks "$sim"); m1=$(ticks "$mosq"); p1=$(pg_ticks); n1=$(count); t1=$(date +%s.%N)
 
 pct() { awk -v a="$1" -v b="$2" -v hz="$hz" -v t0="$t0" -v t1="$t1" 'BEGIN { printf "%.1f", 100 * (b - a) / hz / (t1 - t0) }'; }
 mib() { awk -v k="$1" 'BEGIN { printf "%.0f", k / 1024 }'; }
@@ -111,4 +119,7 @@ printf "%-12s %14s %12s\n" process "cpu % of 1 core" "max RSS MiB"
 printf "%-12s %14s %12s\n" controller "$(pct "$c0" "$c1")" "$(mib "$max_ctl")"
 printf "%-12s %14s %12s\n" simulator "$(pct "$s0" "$s1")" "$(mib "$max_sim")"
 printf "%-12s %14s %12s\n" mosquitto "$(pct "$m0" "$m1")" "$(mib "$max_mosq")"
+if [ "$DATABASE" = postgres ]; then
+    printf "%-12s %14s %12s\n" postgresql "$(pct "$p0" "$p1")" "-"
+fi
 echo "targets: controller < 20 % of one core and < 500 MiB"
