@@ -26,7 +26,7 @@ use tracing::{error, warn};
 use crate::auth::{Action, Caller};
 use crate::ingest::now_ms;
 use crate::metrics::{self, Metrics};
-use crate::{web, web_topology};
+use crate::{web, web_status, web_topology};
 
 /// Largest request body accepted (the API only reads; bodies are refused
 /// beyond this with 413).
@@ -148,6 +148,7 @@ pub fn router(state: AppState) -> Router {
         .route("/", get(web::index))
         .route("/networks/{network}", get(web::network))
         .route("/networks/{network}/topology", get(web_topology::page))
+        .route("/networks/{network}/status", get(web_status::page))
         .route("/login", get(web::login_form).post(web::login_submit))
         .route("/logout", axum::routing::post(web::logout))
         .route("/healthz", get(healthz))

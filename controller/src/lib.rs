@@ -36,6 +36,9 @@ pub mod tls;
 pub mod topology;
 pub mod trust_cli;
 pub mod web;
+/// The status page, `GET /networks/{network}/status`: open alerts, new
+/// and recently lost nodes, as HTML tables.
+pub mod web_status;
 /// The topology page, `GET /networks/{network}/topology`: gateways, links
 /// worst first, isolated nodes, as HTML tables.
 pub mod web_topology;

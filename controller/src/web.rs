@@ -183,7 +183,10 @@ pub fn network_page(
             (net.id) " "
             span.muted { "(" (net.online) " online, " (net.offline) " offline)" }
         }
-        p { a href=(format!("/networks/{}/topology", net.id)) { "Topology" } }
+        p {
+            a href=(format!("/networks/{}/topology", net.id)) { "Topology" } " · "
+            a href=(format!("/networks/{}/status", net.id)) { "Status" }
+        }
         div.wrap {
             table {
                 thead {

@@ -353,7 +353,8 @@ pub fn topology_page(
             @if links_down > 0 { span.offline { (links_down) " down" } } @else { "0 down" }
             @if under > 0 { ", " span.offline { (under) " under reference" } }
             ". "
-            a href=(format!("/networks/{net}")) { "Nodes" }
+            a href=(format!("/networks/{net}")) { "Nodes" } " · "
+            a href=(format!("/networks/{net}/status")) { "Status" }
         }
         h2 { "Gateways" }
         @if gateways.is_empty() {

@@ -289,6 +289,7 @@ fn endpoints() -> Vec<Endpoint> {
         e(M::GET,  "/", Body::None,                                                 ALL),
         e(M::GET,  "/networks/{net}", Body::None,                                   ALL),
         e(M::GET,  "/networks/{net}/topology", Body::None,                          READ),
+        e(M::GET,  "/networks/{net}/status", Body::None,                            READ),
         e(M::GET,  "/login", Body::None,                                            [303; 5]).anonymous(200),
         e(M::POST, "/login", Body::Form("csrf={login_csrf}&user=login-user&password={pw}"), [303; 5])
             .anonymous(303).need(Need::LoginForm).effect(Eff::SessionCookie),

@@ -7,8 +7,9 @@
 //! logging in through the form (a wrong password first), the index listing
 //! the network, the network page listing the nodes as online, the topology
 //! page's gateway, links (with each end's quality) and isolated node, every
-//! link of that page opening (no login, no error), refusal of another
-//! network's pages, logging out, and, at a phone's
+//! link of that page opening (no login, no error), the status page (an open
+//! alert the alert engine raised, the new nodes, no lost node) and its
+//! links, refusal of another network's pages, logging out, and, at a phone's
 //! 360x740 window, that no page scrolls sideways. The pages promise no
 //! JavaScript: every page is checked to carry no script at all.
 //!
@@ -23,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
+use meshtable::alerts::engine::evaluate_network;
 use meshtable::auth::{self, Secret};
 use meshtable::config::Layer;
 use meshtable::ingest::now_ms;
@@ -295,7 +297,11 @@ fn messages(now: i64) -> Result<Vec<(String, Vec<u8>, bool)>> {
         ),
         (
             NORTH,
-            report(b.0, now, &[], &[babel("fd00::a", 320)], None)?,
+            // Short of memory (5 %): the status page's open alert.
+            Telemetry {
+                mem_available: 50,
+                ..report(b.0, now, &[], &[babel("fd00::a", 320)], None)?
+            },
         ),
         (NORTH, report(c.0, now, &[], &[], None)?),
         (
@@ -339,6 +345,21 @@ async fn wait_ingested(c: &Controller, network: &str, nodes: usize, links: usize
         }
         tokio::time::sleep(Duration::from_millis(100)).await;
     }
+}
+
+/// Evaluates north's alerts as the alert engine does: `north-b`, short of
+/// memory, is pending at once and fires after the rule's tolerance window
+/// (5 minutes, evaluated ahead of the clock); nothing else holds.
+async fn raise_memory_alert(c: &Controller) -> Result<()> {
+    let t = now_ms();
+    let pending = evaluate_network(c.store(), NORTH, t).await?;
+    ensure!(pending.is_empty(), "{pending:?}");
+    let fired = evaluate_network(c.store(), NORTH, t + 6 * 60_000).await?;
+    ensure!(
+        fired.len() == 1 && fired[0].rule == "memory_low" && fired[0].subject == "north-b",
+        "{fired:?}"
+    );
+    Ok(())
 }
 
 /// A user `name` with `password` and the operator role in `network`.
@@ -398,6 +419,7 @@ async fn the_web_ui_in_a_browser() -> Result<()> {
     publish_all(mqtt, messages(now_ms())?).await?;
     wait_ingested(&controller, NORTH, 4, 4).await?;
     wait_ingested(&controller, SOUTH, 2, 2).await?;
+    raise_memory_alert(&controller).await?;
 
     let driver = Driver::start()?;
     let client = driver.session(1280, 900).await?;
@@ -429,6 +451,8 @@ impl Ui<'_> {
         self.network_page().await?;
         self.topology_page().await?;
         self.links_work("/networks/north/topology").await?;
+        self.status_page().await?;
+        self.links_work("/networks/north/status").await?;
         self.tenancy().await?;
         self.phone().await?;
         self.logout().await?;
@@ -694,6 +718,80 @@ impl Ui<'_> {
         Ok(())
     }
 
+    /// 3b. The status page, reached by its link from the topology page (the
+    ///     network page links to it too): north-b's memory alert firing, all
+    ///     four nodes new (each with its hostname, id and status), none
+    ///     lost.
+    async fn status_page(&self) -> Result<()> {
+        self.goto("/networks/north").await?;
+        let from_nodes = self.client.find(Locator::LinkText("Status")).await?;
+        ensure!(
+            from_nodes.attr("href").await?.as_deref() == Some("/networks/north/status"),
+            "{:?}",
+            from_nodes.attr("href").await?
+        );
+        self.goto("/networks/north/topology").await?;
+        self.click_through(Locator::LinkText("Status")).await?;
+        ensure!(
+            self.path().await? == "/networks/north/status",
+            "{}",
+            self.path().await?
+        );
+        let heading = self.text("h1").await?;
+        ensure!(heading == "north: status", "{heading}");
+        let summary = self.text("h1 + p").await?;
+        ensure!(
+            summary.starts_with("1 firing, 0 acknowledged, 4 new, 0 lost."),
+            "{summary}"
+        );
+        let alerts = self.rows(Some("Open alerts")).await?;
+        ensure!(alerts.len() == 1 && alerts[0].len() == 4, "{alerts:?}");
+        let [gw, a, b, c] = NORTH_NODES;
+        let row = &alerts[0];
+        ensure!(
+            row[0].starts_with("memory_low")
+                && row[0].contains(&format!("{}: 5.0 % memory available", b.1))
+                && row[1] == b.0
+                && row[2] == "firing"
+                && (row[3] == "just now" || row[3].ends_with(" s ago")),
+            "{row:?}"
+        );
+        let subject = self
+            .client
+            .find(Locator::LinkText(b.0))
+            .await?
+            .attr("href")
+            .await?;
+        ensure!(
+            subject.as_deref() == Some("/api/v1/nodes/north-b?network=north"),
+            "{subject:?}"
+        );
+        let new = self.rows(Some("New nodes")).await?;
+        ensure!(new.len() == NORTH_NODES.len(), "{new:?}");
+        for (id, hostname) in [gw, a, b, c] {
+            ensure!(
+                new.iter().any(|r| r.len() == 3
+                    && r[0] == format!("{hostname}\n{id}")
+                    && (r[1] == "just now" || r[1].ends_with(" s ago"))
+                    && r[2] == "online"),
+                "{id} not new: {new:?}"
+            );
+        }
+        // After the heading: what the list holds, then the list or this.
+        let lost = self
+            .client
+            .find(Locator::XPath(
+                "//h2[normalize-space()='Recently lost']/following-sibling::p[2]",
+            ))
+            .await?
+            .text()
+            .await?;
+        ensure!(lost == "No recently lost nodes.", "{lost}");
+        let tables = self.client.find_all(Locator::Css("table")).await?;
+        ensure!(tables.len() == 2, "{} tables", tables.len());
+        Ok(())
+    }
+
     /// Every link of the page at `path` (node links, the nodes page, the
     /// footer's API and metrics) opens, for this session, neither the login
     /// page nor an error page.
@@ -728,7 +826,11 @@ impl Ui<'_> {
 
     /// 6. North's operator at south's pages: refused, nothing of south.
     async fn tenancy(&self) -> Result<()> {
-        for path in ["/networks/south", "/networks/south/topology"] {
+        for path in [
+            "/networks/south",
+            "/networks/south/topology",
+            "/networks/south/status",
+        ] {
             self.goto(path).await?;
             let heading = self.text("h1").await?;
             ensure!(heading == "404 Not Found", "{path}: {heading}");
@@ -747,7 +849,12 @@ impl Ui<'_> {
     ///    columns marked wide are hidden.
     async fn phone(&self) -> Result<()> {
         self.client.set_window_size(360, 740).await?;
-        for path in ["/", "/networks/north", "/networks/north/topology"] {
+        for path in [
+            "/",
+            "/networks/north",
+            "/networks/north/topology",
+            "/networks/north/status",
+        ] {
             self.goto(path).await?;
             self.no_horizontal_overflow(path).await?;
         }
