@@ -29,18 +29,18 @@ use meshtable::auth::{self, Secret};
 use meshtable::config::Layer;
 use meshtable::ingest::now_ms;
 use meshtable::serve::Controller;
-use meshtable_proto::{
-    Gateway, Hello, InterfaceInfo, InterfaceKind, MeshProtocol, Neighbour, Station, Telemetry,
-    encode_cbor,
-};
+use meshtable_proto::{Gateway, InterfaceKind, Telemetry, encode_cbor};
 use meshtable_store::NodeStatus;
 use serde_json::json;
 
+#[path = "common/mesh.rs"]
+mod mesh;
 #[path = "common/publish.rs"]
 mod publish;
 #[path = "common/start.rs"]
 mod start;
 
+use mesh::{babel, batman, hello, report};
 use publish::publish_all;
 use start::start_controller;
 
@@ -134,89 +134,6 @@ impl Drop for Driver {
     }
 }
 
-/// An interface of a hello: `(name, mac, address, kind)`.
-type Iface<'a> = (&'a str, &'a str, Option<&'a str>, InterfaceKind);
-
-fn hello(hostname: &str, ifaces: &[Iface<'_>]) -> Hello {
-    Hello {
-        agent_version: "test".to_owned(),
-        hostname: hostname.to_owned(),
-        interval_ms: 60_000,
-        interfaces: ifaces
-            .iter()
-            .map(|(name, mac, address, kind)| InterfaceInfo {
-                name: (*name).to_owned(),
-                mac: Some((*mac).to_owned()),
-                mtu: 1500,
-                addresses: address.iter().map(|a| (*a).to_owned()).collect(),
-                kind: *kind,
-            })
-            .collect(),
-        ..Hello::default()
-    }
-}
-
-/// A batman-adv neighbour `peer` on wlan0 at TQ `tq`, with its mesh station.
-fn batman(peer: &str, tq: u8, signal: i16) -> (Neighbour, Station) {
-    (
-        Neighbour {
-            protocol: MeshProtocol::BatmanAdv,
-            ifname: "wlan0".to_owned(),
-            address: peer.to_owned(),
-            tq: Some(tq),
-            ..Neighbour::default()
-        },
-        Station {
-            ifname: "wlan0".to_owned(),
-            mac: Some(peer.to_owned()),
-            mesh: true,
-            signal_dbm: Some(signal),
-            ..Station::default()
-        },
-    )
-}
-
-/// A babel neighbour at `address` on eth1, at `cost`.
-fn babel(address: &str, cost: u32) -> Neighbour {
-    Neighbour {
-        protocol: MeshProtocol::Babel,
-        ifname: "eth1".to_owned(),
-        address: address.to_owned(),
-        rxcost: Some(cost),
-        txcost: Some(cost),
-        cost: Some(cost),
-        ..Neighbour::default()
-    }
-}
-
-fn report(
-    node: &str,
-    now: i64,
-    batman: &[(Neighbour, Station)],
-    babel: &[Neighbour],
-    gateway: Option<Gateway>,
-) -> Result<Telemetry> {
-    Ok(Telemetry {
-        node: node.to_owned(),
-        boot_id: "boot-1".to_owned(),
-        seq: 1,
-        time_ms: u64::try_from(now)?,
-        uptime_ms: 1_000_000,
-        mem_total: 1000,
-        mem_available: 500,
-        rootfs_size: 1000,
-        rootfs_free: 500,
-        neighbours: batman
-            .iter()
-            .map(|(n, _)| n.clone())
-            .chain(babel.iter().cloned())
-            .collect(),
-        stations: batman.iter().map(|(_, s)| s.clone()).collect(),
-        gateway,
-        ..Telemetry::default()
-    })
-}
-
 /// north: `north-gw` (uplink on eth0) -- batman-adv -- `north-a` -- babel
 /// -- `north-b`; `north-c` alone. south: `south-x` -- batman-adv -- `south-y`.
 fn messages(now: i64) -> Result<Vec<(String, Vec<u8>, bool)>> {
@@ -231,8 +148,8 @@ fn messages(now: i64) -> Result<Vec<(String, Vec<u8>, bool)>> {
             hello(
                 gw.1,
                 &[
-                    ("wlan0", GW_WLAN, Some("10.1.0.1/16"), Wireless),
-                    ("eth0", "02:00:00:00:01:02", Some("192.0.2.10/24"), Ethernet),
+                    ("wlan0", GW_WLAN, &["10.1.0.1/16"], Wireless),
+                    ("eth0", "02:00:00:00:01:02", &["192.0.2.10/24"], Ethernet),
                 ],
             ),
         ),
@@ -242,9 +159,9 @@ fn messages(now: i64) -> Result<Vec<(String, Vec<u8>, bool)>> {
             hello(
                 a.1,
                 &[
-                    ("wlan0", A_WLAN, Some("10.1.0.2/16"), Wireless),
+                    ("wlan0", A_WLAN, &["10.1.0.2/16"], Wireless),
                     // babel neighbours are joined to nodes by address
-                    ("eth1", "02:00:00:00:0a:02", Some("fd00::a/64"), Ethernet),
+                    ("eth1", "02:00:00:00:0a:02", &["fd00::a/64"], Ethernet),
                 ],
             ),
         ),
@@ -253,16 +170,16 @@ fn messages(now: i64) -> Result<Vec<(String, Vec<u8>, bool)>> {
             b.0,
             hello(
                 b.1,
-                &[("eth1", "02:00:00:00:0b:02", Some("fd00::b/64"), Ethernet)],
+                &[("eth1", "02:00:00:00:0b:02", &["fd00::b/64"], Ethernet)],
             ),
         ),
         (
             NORTH,
             c.0,
-            hello(c.1, &[("wlan0", "02:00:00:00:0c:01", None, Wireless)]),
+            hello(c.1, &[("wlan0", "02:00:00:00:0c:01", &[], Wireless)]),
         ),
-        (SOUTH, x.0, hello(x.1, &[("wlan0", X_WLAN, None, Wireless)])),
-        (SOUTH, y.0, hello(y.1, &[("wlan0", Y_WLAN, None, Wireless)])),
+        (SOUTH, x.0, hello(x.1, &[("wlan0", X_WLAN, &[], Wireless)])),
+        (SOUTH, y.0, hello(y.1, &[("wlan0", Y_WLAN, &[], Wireless)])),
     ];
     let mut out = Vec::new();
     for (net, id, h) in hellos {

@@ -16,17 +16,17 @@ use meshtable::auth::{self, TokenScope};
 use meshtable::config::Layer;
 use meshtable::ingest::now_ms;
 use meshtable::serve::Controller;
-use meshtable_proto::{
-    Gateway, Hello, InterfaceInfo, InterfaceKind, MeshProtocol, Neighbour, Station, Telemetry,
-    encode_cbor,
-};
+use meshtable_proto::{Gateway, InterfaceKind, encode_cbor};
 use serde_json::{Value, json};
 
 #[path = "common/databases.rs"]
 mod databases;
+#[path = "common/mesh.rs"]
+mod mesh;
 #[path = "common/publish.rs"]
 mod publish;
 
+use mesh::{babel, batman, hello, report};
 use publish::publish_all;
 #[path = "../../crates/store/tests/common/pg_url.rs"]
 mod pg_url;
@@ -129,90 +129,6 @@ impl Harness {
     async fn get(&self, path: &str, token: Option<&str>) -> Result<(u16, String)> {
         self.call(reqwest::Method::GET, path, token, None).await
     }
-}
-
-/// An interface of a hello: `(name, mac, addresses, kind)`.
-type Iface<'a> = (&'a str, &'a str, &'a [&'a str], InterfaceKind);
-
-fn hello(hostname: &str, ifaces: &[Iface<'_>]) -> Hello {
-    Hello {
-        agent_version: "test".to_owned(),
-        hostname: hostname.to_owned(),
-        interval_ms: 60_000,
-        interfaces: ifaces
-            .iter()
-            .map(|(name, mac, addresses, kind)| InterfaceInfo {
-                name: (*name).to_owned(),
-                mac: Some((*mac).to_owned()),
-                mtu: 1500,
-                addresses: addresses.iter().map(|a| (*a).to_owned()).collect(),
-                kind: *kind,
-            })
-            .collect(),
-        ..Hello::default()
-    }
-}
-
-/// A batman-adv neighbour on wlan0 heard at `(tq, signal dBm)`, with the
-/// mesh-peer station that carries the signal.
-fn batman(peer: &str, tq: u8, signal: i16) -> (Neighbour, Station) {
-    (
-        Neighbour {
-            protocol: MeshProtocol::BatmanAdv,
-            ifname: "wlan0".to_owned(),
-            address: peer.to_owned(),
-            tq: Some(tq),
-            ..Neighbour::default()
-        },
-        Station {
-            ifname: "wlan0".to_owned(),
-            mac: Some(peer.to_owned()),
-            mesh: true,
-            signal_dbm: Some(signal),
-            ..Station::default()
-        },
-    )
-}
-
-/// A babel neighbour on eth1 at `cost`.
-fn babel(address: &str, cost: u32) -> Neighbour {
-    Neighbour {
-        protocol: MeshProtocol::Babel,
-        ifname: "eth1".to_owned(),
-        address: address.to_owned(),
-        rxcost: Some(cost),
-        txcost: Some(cost),
-        cost: Some(cost),
-        ..Neighbour::default()
-    }
-}
-
-fn report(
-    node: &str,
-    now: i64,
-    batman: &[(Neighbour, Station)],
-    babel: &[Neighbour],
-    gateway: Option<Gateway>,
-) -> Result<Telemetry> {
-    Ok(Telemetry {
-        node: node.to_owned(),
-        boot_id: "boot-1".to_owned(),
-        seq: 1,
-        time_ms: u64::try_from(now)?,
-        uptime_ms: 1_000_000,
-        mem_total: 1000,
-        mem_available: 500,
-        rootfs_size: 1000,
-        rootfs_free: 500,
-        neighbours: batman
-            .iter()
-            .map(|(n, _)| n.clone())
-            .chain(babel.iter().cloned())
-            .collect(),
-        stations: batman.iter().map(|(_, s)| s.clone()).collect(),
-        gateway,
-        ..Telemetry::default()
-    })
 }
 
 const GW_WLAN: &str = "02:00:00:00:01:01";
