@@ -29,7 +29,6 @@ use meshtable::auth::{self, Secret};
 use meshtable::config::Layer;
 use meshtable::ingest::now_ms;
 use meshtable::serve::Controller;
-use meshtable_proto::{Gateway, InterfaceKind, Telemetry, encode_cbor};
 use meshtable_store::NodeStatus;
 use serde_json::json;
 
@@ -40,7 +39,7 @@ mod publish;
 #[path = "common/start.rs"]
 mod start;
 
-use mesh::{babel, batman, hello, report};
+use mesh::{NORTH, SOUTH, two_networks};
 use publish::publish_all;
 use start::start_controller;
 
@@ -49,8 +48,6 @@ const CHROMIUM: &str = "/usr/bin/chromium";
 /// Set to 1 where the browser must be there (CI).
 const REQUIRE_VAR: &str = "MESHTABLE_TEST_BROWSER";
 
-const NORTH: &str = "north";
-const SOUTH: &str = "south";
 const NORTH_USER: &str = "north-op";
 
 /// North's nodes: `(id, hostname)`. The long hostname is a real Freifunk
@@ -62,11 +59,6 @@ const NORTH_NODES: [(&str, &str); 4] = [
     ("north-c", "c-lonely"),
 ];
 const SOUTH_NODES: [(&str, &str); 2] = [("south-x", "secret-x"), ("south-y", "secret-y")];
-
-const GW_WLAN: &str = "02:00:00:00:01:01";
-const A_WLAN: &str = "02:00:00:00:0a:01";
-const X_WLAN: &str = "02:00:00:00:f1:01";
-const Y_WLAN: &str = "02:00:00:00:f2:01";
 
 /// chromedriver as a child process on a free loopback port, killed on drop.
 struct Driver {
@@ -132,108 +124,6 @@ impl Drop for Driver {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-/// north: `north-gw` (uplink on eth0) -- batman-adv -- `north-a` -- babel
-/// -- `north-b`; `north-c` alone. south: `south-x` -- batman-adv -- `south-y`.
-fn messages(now: i64) -> Result<Vec<(String, Vec<u8>, bool)>> {
-    use InterfaceKind::{Ethernet, Wireless};
-    let topic = |net: &str, node: &str, kind: &str| format!("meshtable/v1/{net}/{node}/{kind}");
-    let [gw, a, b, c] = NORTH_NODES;
-    let [x, y] = SOUTH_NODES;
-    let hellos = [
-        (
-            NORTH,
-            gw.0,
-            hello(
-                gw.1,
-                &[
-                    ("wlan0", GW_WLAN, &["10.1.0.1/16"], Wireless),
-                    ("eth0", "02:00:00:00:01:02", &["192.0.2.10/24"], Ethernet),
-                ],
-            ),
-        ),
-        (
-            NORTH,
-            a.0,
-            hello(
-                a.1,
-                &[
-                    ("wlan0", A_WLAN, &["10.1.0.2/16"], Wireless),
-                    // babel neighbours are joined to nodes by address
-                    ("eth1", "02:00:00:00:0a:02", &["fd00::a/64"], Ethernet),
-                ],
-            ),
-        ),
-        (
-            NORTH,
-            b.0,
-            hello(
-                b.1,
-                &[("eth1", "02:00:00:00:0b:02", &["fd00::b/64"], Ethernet)],
-            ),
-        ),
-        (
-            NORTH,
-            c.0,
-            hello(c.1, &[("wlan0", "02:00:00:00:0c:01", &[], Wireless)]),
-        ),
-        (SOUTH, x.0, hello(x.1, &[("wlan0", X_WLAN, &[], Wireless)])),
-        (SOUTH, y.0, hello(y.1, &[("wlan0", Y_WLAN, &[], Wireless)])),
-    ];
-    let mut out = Vec::new();
-    for (net, id, h) in hellos {
-        out.push((topic(net, id, "hello"), encode_cbor(&h), true));
-    }
-    let reports = [
-        (
-            NORTH,
-            report(
-                gw.0,
-                now,
-                &[batman(A_WLAN, 230, -58)],
-                &[],
-                Some(Gateway {
-                    via: Some("192.0.2.1".to_owned()),
-                    ifname: "eth0".to_owned(),
-                }),
-            )?,
-        ),
-        (
-            NORTH,
-            report(
-                a.0,
-                now,
-                &[batman(GW_WLAN, 200, -63)],
-                &[babel("fd00::b", 256)],
-                Some(Gateway {
-                    via: Some("10.1.0.1".to_owned()),
-                    ifname: "wlan0".to_owned(),
-                }),
-            )?,
-        ),
-        (
-            NORTH,
-            // Short of memory (5 %): the status page's open alert.
-            Telemetry {
-                mem_available: 50,
-                ..report(b.0, now, &[], &[babel("fd00::a", 320)], None)?
-            },
-        ),
-        (NORTH, report(c.0, now, &[], &[], None)?),
-        (
-            SOUTH,
-            report(x.0, now, &[batman(Y_WLAN, 150, -80)], &[], None)?,
-        ),
-        (
-            SOUTH,
-            report(y.0, now, &[batman(X_WLAN, 140, -81)], &[], None)?,
-        ),
-    ];
-    for (net, t) in reports {
-        out.push((topic(net, &t.node, "telemetry"), encode_cbor(&t), false));
-    }
-    Ok(out)
 }
 
 /// Waits until `network` has `nodes` nodes, all online, and `links` link
@@ -333,7 +223,13 @@ async fn the_web_ui_in_a_browser() -> Result<()> {
         .mqtt_url()
         .trim_start_matches("mqtt://")
         .parse()?;
-    publish_all(mqtt, messages(now_ms())?).await?;
+    // north-b short of memory (5 %): the status page's open alert.
+    let mesh = two_networks(now_ms(), NORTH_NODES, SOUTH_NODES, |t| {
+        if t.node == NORTH_NODES[2].0 {
+            t.mem_available = 50;
+        }
+    })?;
+    publish_all(mqtt, mesh).await?;
     wait_ingested(&controller, NORTH, 4, 4).await?;
     wait_ingested(&controller, SOUTH, 2, 2).await?;
     raise_memory_alert(&controller).await?;

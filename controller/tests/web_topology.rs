@@ -16,7 +16,6 @@ use meshtable::auth::{self, TokenScope};
 use meshtable::config::Layer;
 use meshtable::ingest::now_ms;
 use meshtable::serve::Controller;
-use meshtable_proto::{Gateway, InterfaceKind, encode_cbor};
 use serde_json::{Value, json};
 
 #[path = "common/databases.rs"]
@@ -26,7 +25,7 @@ mod mesh;
 #[path = "common/publish.rs"]
 mod publish;
 
-use mesh::{babel, batman, hello, report};
+use mesh::{NORTH, SOUTH, X_WLAN, Y_WLAN, two_networks};
 use publish::publish_all;
 #[path = "../../crates/store/tests/common/pg_url.rs"]
 mod pg_url;
@@ -35,8 +34,6 @@ mod start;
 
 use start::start_controller;
 
-const NORTH: &str = "north";
-const SOUTH: &str = "south";
 const HOSTILE: &str = "<script>alert(1)</script>";
 
 struct Harness {
@@ -131,117 +128,15 @@ impl Harness {
     }
 }
 
-const GW_WLAN: &str = "02:00:00:00:01:01";
-const GW_ETH: &str = "02:00:00:00:01:02";
-const A_WLAN: &str = "02:00:00:00:0a:01";
-const A_ETH1: &str = "02:00:00:00:0a:02";
-const B_ETH1: &str = "02:00:00:00:0b:02";
-const C_WLAN: &str = "02:00:00:00:0c:01";
-const X_WLAN: &str = "02:00:00:00:f1:01";
-const Y_WLAN: &str = "02:00:00:00:f2:01";
-
-/// The mesh of both networks, as hellos and one report per node.
-///
-/// north: `north-gw` (uplink on eth0) -- batman-adv wlan0 -- `north-a`
-/// (the hostile hostname, default route via the gateway) -- babel eth1 --
-/// `north-b`; `north-c` alone. south: `south-x` -- batman-adv -- `south-y`.
-fn messages(now: i64) -> Result<Vec<(String, Vec<u8>, bool)>> {
-    use InterfaceKind::{Ethernet, Wireless};
-    let topic = |net: &str, node: &str, kind: &str| format!("meshtable/v1/{net}/{node}/{kind}");
-    let hellos = [
-        (
-            NORTH,
-            "north-gw",
-            hello(
-                "gw-north",
-                &[
-                    ("wlan0", GW_WLAN, &["10.1.0.1/16"], Wireless),
-                    ("eth0", GW_ETH, &["192.0.2.10/24"], Ethernet),
-                ],
-            ),
-        ),
-        (
-            NORTH,
-            "north-a",
-            hello(
-                HOSTILE,
-                &[
-                    ("wlan0", A_WLAN, &["10.1.0.2/16"], Wireless),
-                    ("eth1", A_ETH1, &["fd00::a/64"], Ethernet),
-                ],
-            ),
-        ),
-        (
-            NORTH,
-            "north-b",
-            hello("b-north", &[("eth1", B_ETH1, &["fd00::b/64"], Ethernet)]),
-        ),
-        (
-            NORTH,
-            "north-c",
-            hello("c-lonely", &[("wlan0", C_WLAN, &[], Wireless)]),
-        ),
-        (
-            SOUTH,
-            "south-x",
-            hello("secret-x", &[("wlan0", X_WLAN, &[], Wireless)]),
-        ),
-        (
-            SOUTH,
-            "south-y",
-            hello("secret-y", &[("wlan0", Y_WLAN, &[], Wireless)]),
-        ),
-    ];
-    let reports = [
-        (
-            NORTH,
-            report(
-                "north-gw",
-                now,
-                &[batman(A_WLAN, 230, -58)],
-                &[],
-                Some(Gateway {
-                    via: Some("192.0.2.1".to_owned()),
-                    ifname: "eth0".to_owned(),
-                }),
-            )?,
-        ),
-        (
-            NORTH,
-            report(
-                "north-a",
-                now,
-                &[batman(GW_WLAN, 200, -63)],
-                &[babel("fd00::b", 256)],
-                Some(Gateway {
-                    via: Some("10.1.0.1".to_owned()),
-                    ifname: "wlan0".to_owned(),
-                }),
-            )?,
-        ),
-        (
-            NORTH,
-            report("north-b", now, &[], &[babel("fd00::a", 320)], None)?,
-        ),
-        (NORTH, report("north-c", now, &[], &[], None)?),
-        (
-            SOUTH,
-            report("south-x", now, &[batman(Y_WLAN, 150, -80)], &[], None)?,
-        ),
-        (
-            SOUTH,
-            report("south-y", now, &[batman(X_WLAN, 140, -81)], &[], None)?,
-        ),
-    ];
-    let mut out = Vec::new();
-    for (net, node, h) in hellos {
-        out.push((topic(net, node, "hello"), encode_cbor(&h), true));
-    }
-    for (net, t) in reports {
-        out.push((topic(net, &t.node, "telemetry"), encode_cbor(&t), false));
-    }
-    Ok(out)
-}
+/// The nodes of both networks: `(id, hostname)`; north-a's hostname is
+/// hostile.
+const NORTH_NODES: [(&str, &str); 4] = [
+    ("north-gw", "gw-north"),
+    ("north-a", HOSTILE),
+    ("north-b", "b-north"),
+    ("north-c", "c-lonely"),
+];
+const SOUTH_NODES: [(&str, &str); 2] = [("south-x", "secret-x"), ("south-y", "secret-y")];
 
 /// Waits until the JSON topology of `network` has `links` directions and
 /// `uplinks` gateways.
@@ -311,7 +206,11 @@ async fn topology_page_on(url: &str) -> Result<()> {
     let stranger = h.token_of("south-viewer", Some((SOUTH, "viewer"))).await?;
 
     let now = now_ms();
-    publish_all(h.mqtt_addr()?, messages(now)?).await?;
+    publish_all(
+        h.mqtt_addr()?,
+        two_networks(now, NORTH_NODES, SOUTH_NODES, |_| {})?,
+    )
+    .await?;
     wait_graph(&h, &admin, NORTH, 4, 1).await?;
     wait_graph(&h, &admin, SOUTH, 2, 0).await?;
 
