@@ -882,6 +882,18 @@ impl TlsFiles {
     }
 }
 
+/// A background job's period `value` of `flag`: between 10 ms and 1 h.
+fn period(flag: &'static str, value: Duration) -> Result<Duration, ConfigError> {
+    if value < Duration::from_millis(10) || value > Duration::from_secs(3600) {
+        return Err(invalid(
+            flag,
+            humantime::format_duration(value),
+            "must be between 10ms and 1h",
+        ));
+    }
+    Ok(value)
+}
+
 fn invalid(flag: &'static str, value: impl fmt::Display, reason: impl Into<String>) -> ConfigError {
     ConfigError::Invalid {
         flag,
@@ -974,24 +986,14 @@ impl Config {
         if offline_after == 0 {
             return Err(invalid("--offline-after", 0, "must be at least 1"));
         }
-        let sweep_interval = layer.sweep_interval.unwrap_or(DEFAULT_SWEEP_INTERVAL);
-        if sweep_interval < Duration::from_millis(10) || sweep_interval > Duration::from_secs(3600)
-        {
-            return Err(invalid(
-                "--sweep-interval",
-                humantime::format_duration(sweep_interval),
-                "must be between 10ms and 1h",
-            ));
-        }
-        let alert_interval = layer.alert_interval.unwrap_or(DEFAULT_ALERT_INTERVAL);
-        if alert_interval < Duration::from_millis(10) || alert_interval > Duration::from_secs(3600)
-        {
-            return Err(invalid(
-                "--alert-interval",
-                humantime::format_duration(alert_interval),
-                "must be between 10ms and 1h",
-            ));
-        }
+        let sweep_interval = period(
+            "--sweep-interval",
+            layer.sweep_interval.unwrap_or(DEFAULT_SWEEP_INTERVAL),
+        )?;
+        let alert_interval = period(
+            "--alert-interval",
+            layer.alert_interval.unwrap_or(DEFAULT_ALERT_INTERVAL),
+        )?;
 
         let flap = flap_policy(layer)?;
 

@@ -175,7 +175,8 @@ pub fn parse_span(name: &str, value: &str) -> Result<Duration, ApiError> {
     })
 }
 
-fn ms(d: Duration) -> i64 {
+/// `d` in milliseconds, saturated.
+pub(crate) fn ms(d: Duration) -> i64 {
     i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
 }
 

@@ -35,7 +35,7 @@ use crate::alerts::rules::SITE_DOWN;
 use crate::api::AppState;
 use crate::auth::{Action, Caller};
 use crate::ingest::now_ms;
-use crate::liveness::{DEFAULT_LOST_MAX, DEFAULT_LOST_MIN, DEFAULT_NEW_DAYS};
+use crate::liveness::{DEFAULT_LOST_MAX, DEFAULT_LOST_MIN, DEFAULT_NEW_DAYS, ms};
 use crate::web::{Viewer, ago, denied, layout, store_failed};
 
 /// Most rows a list of the page shows.
@@ -66,15 +66,9 @@ pub async fn page(
         Err(e) => return store_failed(&e),
     };
     // As `lost_nodes` with the default `min` and `max`.
-    let span_ms = |d: std::time::Duration| i64::try_from(d.as_millis()).unwrap_or(i64::MAX);
     let lost = match s
         .store
-        .lost_nodes(
-            &network,
-            now,
-            span_ms(DEFAULT_LOST_MIN),
-            span_ms(DEFAULT_LOST_MAX),
-        )
+        .lost_nodes(&network, now, ms(DEFAULT_LOST_MIN), ms(DEFAULT_LOST_MAX))
         .await
     {
         Ok(n) => n,
