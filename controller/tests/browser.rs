@@ -26,7 +26,6 @@ use fantoccini::{Client, ClientBuilder, Locator};
 use hyper_util::client::legacy::connect::HttpConnector;
 use meshtable::alerts::engine::evaluate_network;
 use meshtable::auth::{self, Secret};
-use meshtable::config::Layer;
 use meshtable::ingest::now_ms;
 use meshtable::serve::Controller;
 use meshtable_store::NodeStatus;
@@ -39,9 +38,8 @@ mod publish;
 #[path = "common/start.rs"]
 mod start;
 
-use mesh::{NORTH, SOUTH, two_networks};
+use mesh::{NORTH, SOUTH, start_quiet, two_networks};
 use publish::publish_all;
-use start::start_controller;
 
 const CHROMEDRIVER: &str = "/usr/bin/chromedriver";
 const CHROMIUM: &str = "/usr/bin/chromium";
@@ -199,24 +197,7 @@ async fn the_web_ui_in_a_browser() -> Result<()> {
     }
     let started = Instant::now();
     let dir = tempfile::tempdir()?;
-    let layer = Layer {
-        listen: Some("127.0.0.1:0".parse()?),
-        mqtt_listen: Some("127.0.0.1:0".parse()?),
-        data_dir: Some(dir.path().to_owned()),
-        // The test publisher has no login.
-        mqtt_allow_anonymous: Some(true),
-        // Nothing goes offline while the browser looks.
-        sweep_interval: Some(Duration::from_secs(3600)),
-        alert_interval: Some(Duration::from_secs(3600)),
-        history_interval: Some(Duration::from_secs(3600)),
-        ..Layer::default()
-    };
-    let controller = start_controller(&layer).await?;
-    for n in [NORTH, SOUTH] {
-        meshtable::enroll::add_network(controller.store(), n, true)
-            .await
-            .map_err(|e| anyhow::anyhow!("cannot create network {n}: {e}"))?;
-    }
+    let controller = start_quiet(dir.path(), None).await?;
     let password = format!("pw-{:016x}", rand::random::<u64>());
     add_operator(&controller, NORTH_USER, &password, NORTH).await?;
     let mqtt: SocketAddr = controller

@@ -13,7 +13,6 @@ use std::time::{Duration, Instant};
 use anyhow::{Context, Result, bail, ensure};
 use meshtable::alerts::engine;
 use meshtable::auth::{self, TokenScope};
-use meshtable::config::Layer;
 use meshtable::ingest::now_ms;
 use meshtable::serve::Controller;
 use serde_json::{Value, json};
@@ -25,14 +24,12 @@ mod mesh;
 #[path = "common/publish.rs"]
 mod publish;
 
-use mesh::{NORTH, SOUTH, X_WLAN, Y_WLAN, two_networks};
+use mesh::{NORTH, SOUTH, X_WLAN, Y_WLAN, start_quiet, two_networks};
 use publish::publish_all;
 #[path = "../../crates/store/tests/common/pg_url.rs"]
 mod pg_url;
 #[path = "common/start.rs"]
 mod start;
-
-use start::start_controller;
 
 const HOSTILE: &str = "<script>alert(1)</script>";
 
@@ -47,25 +44,7 @@ impl Harness {
     async fn start(database_url: &str) -> Result<Harness> {
         let _ = rustls::crypto::ring::default_provider().install_default();
         let dir = tempfile::tempdir()?;
-        let layer = Layer {
-            listen: Some("127.0.0.1:0".parse()?),
-            mqtt_listen: Some("127.0.0.1:0".parse()?),
-            data_dir: Some(dir.path().to_owned()),
-            database_url: Some(database_url.to_owned()),
-            // The test publisher has no login.
-            mqtt_allow_anonymous: Some(true),
-            // The test evaluates alerts itself, at chosen times.
-            sweep_interval: Some(Duration::from_secs(3600)),
-            alert_interval: Some(Duration::from_secs(3600)),
-            history_interval: Some(Duration::from_secs(3600)),
-            ..Layer::default()
-        };
-        let controller = start_controller(&layer).await?;
-        for n in [NORTH, SOUTH] {
-            meshtable::enroll::add_network(controller.store(), n, true)
-                .await
-                .map_err(|e| anyhow::anyhow!("cannot create network {n}: {e}"))?;
-        }
+        let controller = start_quiet(dir.path(), Some(database_url)).await?;
         Ok(Harness {
             controller,
             http: reqwest::Client::builder()

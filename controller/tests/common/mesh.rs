@@ -2,7 +2,12 @@
 //! node, with batman-adv and babel neighbours and a gateway. Included by
 //! path.
 
+use std::path::Path;
+use std::time::Duration;
+
 use anyhow::Result;
+use meshtable::config::Layer;
+use meshtable::serve::Controller;
 use meshtable_proto::{
     Gateway, Hello, InterfaceInfo, InterfaceKind, MeshProtocol, Neighbour, Station, Telemetry,
     encode_cbor,
@@ -23,6 +28,32 @@ const C_WLAN: &str = "02:00:00:00:0c:01";
 pub const X_WLAN: &str = "02:00:00:00:f1:01";
 /// The wlan0 MAC address of south's second node.
 pub const Y_WLAN: &str = "02:00:00:00:f2:01";
+
+/// A controller (embedded broker, anonymous publishers; SQLite in `dir`
+/// unless `database_url`) with [`NORTH`] and [`SOUTH`] created, whose
+/// background jobs (liveness sweep, alerts, history) do not run during a
+/// test: the test looks, or evaluates, at times of its choosing.
+pub async fn start_quiet(dir: &Path, database_url: Option<&str>) -> Result<Controller> {
+    let layer = Layer {
+        listen: Some("127.0.0.1:0".parse()?),
+        mqtt_listen: Some("127.0.0.1:0".parse()?),
+        data_dir: Some(dir.to_owned()),
+        database_url: database_url.map(str::to_owned),
+        // The test publisher has no login.
+        mqtt_allow_anonymous: Some(true),
+        sweep_interval: Some(Duration::from_secs(3600)),
+        alert_interval: Some(Duration::from_secs(3600)),
+        history_interval: Some(Duration::from_secs(3600)),
+        ..Layer::default()
+    };
+    let controller = crate::start::start_controller(&layer).await?;
+    for n in [NORTH, SOUTH] {
+        meshtable::enroll::add_network(controller.store(), n, true)
+            .await
+            .map_err(|e| anyhow::anyhow!("cannot create network {n}: {e}"))?;
+    }
+    Ok(controller)
+}
 
 /// Both networks at `now`, as `(topic, payload, retained)`: a retained hello
 /// per node, then one report per node, which `tweak` may change first.
