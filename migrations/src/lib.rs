@@ -23,6 +23,7 @@ mod m20261128_700000_alerts;
 mod m20261128_800000_link_reference;
 mod m20261129_100000_fillfactor;
 mod m20261129_200000_lean_ingest_tables;
+mod m20261130_100000_interfaces_in_sample;
 
 /// Every migration step, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -42,13 +43,14 @@ impl MigratorTrait for Migrator {
             Box::new(m20261128_800000_link_reference::Migration),
             Box::new(m20261129_100000_fillfactor::Migration),
             Box::new(m20261129_200000_lean_ingest_tables::Migration),
+            Box::new(m20261130_100000_interfaces_in_sample::Migration),
         ]
     }
 }
 
 #[cfg(test)]
 mod tests {
-    use sea_orm_migration::sea_orm::{ConnectionTrait, Database};
+    use sea_orm_migration::sea_orm::{ConnectionTrait, Database, Statement};
 
     use super::*;
 
@@ -107,6 +109,147 @@ mod tests {
             .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .await?;
         result
+    }
+
+    #[tokio::test]
+    async fn interfaces_move_into_their_sample_and_back() -> Result<(), DbErr> {
+        interfaces_move_on("sqlite::memory:").await
+    }
+
+    /// The same on PostgreSQL (see `up_down_up_postgres`).
+    #[tokio::test]
+    async fn interfaces_move_into_their_sample_and_back_postgres() -> Result<(), DbErr> {
+        let Ok(admin_url) = std::env::var("MESHTABLE_TEST_DATABASE_URL") else {
+            return Ok(());
+        };
+        let admin = Database::connect(admin_url.as_str()).await?;
+        let name = format!("meshtable_migrations_ifaces_{}", std::process::id());
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
+            .await?;
+        admin
+            .execute_unprepared(&format!("CREATE DATABASE {name}"))
+            .await?;
+        let url = match admin_url.rsplit_once('/') {
+            Some((server, _)) => format!("{server}/{name}"),
+            None => return Err(DbErr::Custom(format!("no database in {admin_url}"))),
+        };
+        let result = interfaces_move_on(&url).await;
+        admin
+            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
+            .await?;
+        result
+    }
+
+    /// Rows stored before `m20261130_100000_interfaces_in_sample` end up in
+    /// `sample.interfaces`, sorted by name, and `down` brings them back.
+    async fn interfaces_move_on(url: &str) -> Result<(), DbErr> {
+        let db = Database::connect(url).await?;
+        let steps = Migrator::migrations();
+        let step = steps
+            .iter()
+            .position(|m| m.name() == "m20261130_100000_interfaces_in_sample")
+            .expect("the step");
+        let count = |n: usize| <u32 as std::convert::TryFrom<usize>>::try_from(n).expect("few");
+        Migrator::up(&db, Some(count(step))).await?;
+        db.execute_unprepared(
+            "INSERT INTO network (id, first_seen_ms) VALUES ('n', 1); \
+             INSERT INTO node (network, node, status, status_since_ms, first_seen_ms, last_seen_ms) \
+               VALUES ('n', 'a', 'online', 1, 1, 1); \
+             INSERT INTO sample (node_id, boot_id, seq, t_ms, time_ms, received_ms, clock_ok, \
+               uptime_ms, load1, load5, load15, cpu_user, cpu_nice, cpu_system, cpu_idle, \
+               cpu_iowait, cpu_irq, cpu_softirq, cpu_steal, mem_total, mem_available, \
+               rootfs_size, rootfs_free, dropped) VALUES \
+               (1, 'b', 1, 1, 1, 1, true, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), \
+               (1, 'b', 2, 2, 2, 2, true, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0); \
+             INSERT INTO interface_sample (sample_id, name, rx_bytes, tx_bytes, rx_packets, \
+               tx_packets, rx_errors, tx_errors, rx_dropped, tx_dropped, rx_bps, tx_bps) VALUES \
+               (2, 'wlan0', 10, 20, 3, 4, 5, 6, 7, 8, 1234.5, NULL), \
+               (2, 'br-lan', 9223372036854775807, 0, 0, 0, 0, 0, 0, 0, NULL, 8000);",
+        )
+        .await?;
+        Migrator::up(&db, None).await?;
+        let stored: Vec<String> = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT interfaces FROM sample ORDER BY id",
+            ))
+            .await?
+            .iter()
+            .map(|r| r.try_get::<String>("", "interfaces"))
+            .collect::<Result<_, _>>()?;
+        // Decoded as the store reads it (PostgreSQL writes 8000.0 as 8000).
+        type Iface = (
+            String,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            i64,
+            Option<f64>,
+            Option<f64>,
+        );
+        let parsed: Vec<Vec<Iface>> = stored
+            .iter()
+            .map(|s| serde_json::from_str(s).expect("valid JSON"))
+            .collect();
+        let name = |s: &str| s.to_owned();
+        assert_eq!(
+            parsed,
+            vec![
+                vec![],
+                vec![
+                    (
+                        name("br-lan"),
+                        i64::MAX,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        0,
+                        None,
+                        Some(8000.0)
+                    ),
+                    (name("wlan0"), 10, 20, 3, 4, 5, 6, 7, 8, Some(1234.5), None),
+                ]
+            ]
+        );
+        Migrator::down(&db, Some(count(steps.len() - step))).await?;
+        let back = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT sample_id, name, rx_bytes, tx_dropped, rx_bps, tx_bps \
+                 FROM interface_sample ORDER BY sample_id, name",
+            ))
+            .await?;
+        type Row = (i64, String, i64, i64, Option<f64>, Option<f64>);
+        let rows: Vec<Row> = back
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("", "sample_id")?,
+                    r.try_get("", "name")?,
+                    r.try_get("", "rx_bytes")?,
+                    r.try_get("", "tx_dropped")?,
+                    r.try_get("", "rx_bps")?,
+                    r.try_get("", "tx_bps")?,
+                ))
+            })
+            .collect::<Result<_, DbErr>>()?;
+        assert_eq!(
+            rows,
+            vec![
+                (2, "br-lan".to_owned(), i64::MAX, 0, None, Some(8000.0)),
+                (2, "wlan0".to_owned(), 10, 8, Some(1234.5), None),
+            ]
+        );
+        db.close().await?;
+        Ok(())
     }
 
     async fn up_down_up_on(url: &str) -> Result<(), DbErr> {

@@ -141,9 +141,7 @@ fn gen_sample(id: i64, n: u64, node_id: i64, k: u64) -> Gen {
 const SAMPLE_COLUMNS: &str = "id, node_id, boot_id, seq, t_ms, time_ms, received_ms, clock_ok, \
      uptime_ms, load1, load5, load15, cpu_user, cpu_nice, cpu_system, cpu_idle, cpu_iowait, \
      cpu_irq, cpu_softirq, cpu_steal, mem_total, mem_available, rootfs_size, rootfs_free, \
-     dropped, cpu_busy_ratio";
-const IFACE_COLUMNS: &str = "sample_id, name, rx_bytes, tx_bytes, rx_packets, tx_packets, \
-     rx_errors, tx_errors, rx_dropped, tx_dropped, rx_bps, tx_bps";
+     dropped, cpu_busy_ratio, interfaces";
 
 /// Creates the nodes through the write path; returns their ids in order.
 async fn create_nodes(store: &Store, db: &DatabaseConnection, n: u64) -> anyhow::Result<Vec<i64>> {
@@ -188,6 +186,17 @@ fn opt(v: Option<f64>, null: &str) -> String {
     v.map_or_else(|| null.to_owned(), |v| format!("{v:?}"))
 }
 
+/// The sample's one interface, `eth0`, as `sample.interfaces` holds it.
+fn interfaces(g: &Gen) -> String {
+    format!(
+        "[[\"eth0\",{},{},0,0,0,0,0,0,{},{}]]",
+        g.rx_bytes,
+        g.tx_bytes,
+        opt(g.rx_bps, "null"),
+        opt(g.tx_bps, "null"),
+    )
+}
+
 /// The raw tables' secondary indexes (and, on PostgreSQL, foreign keys),
 /// dropped for the bulk load and rebuilt after it from their own
 /// definitions, as a restore does: a sorted build instead of one scattered
@@ -198,13 +207,13 @@ struct Deferred {
 }
 
 /// The raw tables the loader fills.
-const RAW_TABLES: &str = "('sample', 'interface_sample')";
+const RAW_TABLES: &str = "('sample')";
 
 /// Drops the raw tables' secondary indexes (kept: primary keys and unique
 /// constraints) and, on PostgreSQL, their foreign keys; on SQLite the
 /// loader's connection stops enforcing foreign keys instead (the loaded
-/// rows satisfy them by construction: every node exists, every interface
-/// row's sample is inserted just before it). Returns how to rebuild them.
+/// rows satisfy them by construction: every node exists). Returns how to
+/// rebuild them.
 async fn defer_constraints(db: &DatabaseConnection, sqlite: bool) -> anyhow::Result<Deferred> {
     let backend = db.get_database_backend();
     let mut create = Vec::new();
@@ -300,13 +309,12 @@ async fn load_sqlite(db: &DatabaseConnection, ids: &[i64], size: &Size) -> anyho
             let gens = hour_samples(ids, hour, &mut next_id);
             for chunk in gens.chunks(ROWS_PER_STATEMENT) {
                 let mut s = format!("INSERT INTO sample ({SAMPLE_COLUMNS}) VALUES ");
-                let mut i = format!("INSERT INTO interface_sample ({IFACE_COLUMNS}) VALUES ");
                 for (j, g) in chunk.iter().enumerate() {
                     let sep = if j == 0 { "" } else { "," };
                     write!(
                         s,
                         "{sep}({},{},'boot',{},{},{},{},1,{},{:?},0.5,0.25,{},0,0,{},0,0,0,0,\
-                         {MEM_TOTAL},{},{FS_SIZE},{FS_FREE},0,{})",
+                         {MEM_TOTAL},{},{FS_SIZE},{FS_FREE},0,{},'{}')",
                         g.id,
                         g.node_id,
                         g.k,
@@ -319,19 +327,10 @@ async fn load_sqlite(db: &DatabaseConnection, ids: &[i64], size: &Size) -> anyho
                         g.idle,
                         g.mem_av,
                         opt(g.cpu_ratio, "NULL"),
-                    )?;
-                    write!(
-                        i,
-                        "{sep}({},'eth0',{},{},0,0,0,0,0,0,{},{})",
-                        g.id,
-                        g.rx_bytes,
-                        g.tx_bytes,
-                        opt(g.rx_bps, "NULL"),
-                        opt(g.tx_bps, "NULL"),
+                        interfaces(g),
                     )?;
                 }
                 txn.execute_unprepared(&s).await?;
-                txn.execute_unprepared(&i).await?;
                 total += chunk.len() as u64;
             }
         }
@@ -349,12 +348,11 @@ async fn load_postgres(db: &DatabaseConnection, ids: &[i64], size: &Size) -> any
     for hour in 0..size.days * 24 {
         let gens = hour_samples(ids, hour, &mut next_id);
         let mut s = String::with_capacity(gens.len() * 160);
-        let mut i = String::with_capacity(gens.len() * 80);
         for g in &gens {
             writeln!(
                 s,
                 "{}\t{}\tboot\t{}\t{}\t{}\t{}\tt\t{}\t{:?}\t0.5\t0.25\t{}\t0\t0\t{}\t0\t0\t0\t0\t\
-                 {MEM_TOTAL}\t{}\t{FS_SIZE}\t{FS_FREE}\t0\t{}",
+                 {MEM_TOTAL}\t{}\t{FS_SIZE}\t{FS_FREE}\t0\t{}\t{}",
                 g.id,
                 g.node_id,
                 g.k,
@@ -367,28 +365,13 @@ async fn load_postgres(db: &DatabaseConnection, ids: &[i64], size: &Size) -> any
                 g.idle,
                 g.mem_av,
                 opt(g.cpu_ratio, "\\N"),
-            )?;
-            writeln!(
-                i,
-                "{}\teth0\t{}\t{}\t0\t0\t0\t0\t0\t0\t{}\t{}",
-                g.id,
-                g.rx_bytes,
-                g.tx_bytes,
-                opt(g.rx_bps, "\\N"),
-                opt(g.tx_bps, "\\N"),
+                interfaces(g),
             )?;
         }
         let mut copy = conn
             .copy_in_raw(&format!("COPY sample ({SAMPLE_COLUMNS}) FROM STDIN"))
             .await?;
         copy.send(s.into_bytes()).await?;
-        copy.finish().await?;
-        let mut copy = conn
-            .copy_in_raw(&format!(
-                "COPY interface_sample ({IFACE_COLUMNS}) FROM STDIN"
-            ))
-            .await?;
-        copy.send(i.into_bytes()).await?;
         copy.finish().await?;
         total += gens.len() as u64;
     }
@@ -454,7 +437,7 @@ async fn bench(
     let build_time = build.elapsed();
     let load_time = load.elapsed();
     println!(
-        "{backend}: load: {} nodes x {} days = {samples} samples (+ {samples} interface rows) \
+        "{backend}: load: {} nodes x {} days = {samples} samples (each with one interface) \
          in {:.1} s ({:.0} samples/s; of that {:.1} s rebuilding {} deferred indexes and \
          constraints)",
         size.nodes,
@@ -490,7 +473,6 @@ async fn bench(
 
     let nodes = count(&db, "SELECT count(*) FROM node").await?;
     let n_samples = count(&db, "SELECT count(*) FROM sample").await?;
-    let n_ifaces = count(&db, "SELECT count(*) FROM interface_sample").await?;
     let n_5m = count(&db, "SELECT count(*) FROM rollup WHERE res_s = 300").await?;
     let n_1h = count(&db, "SELECT count(*) FROM rollup WHERE res_s = 3600").await?;
     let disk = match sqlite_file {
@@ -503,8 +485,8 @@ async fn bench(
         None => u64::try_from(count(&db, "SELECT pg_database_size(current_database())").await?)?,
     };
     println!(
-        "{backend}: dataset: {nodes} nodes; sample {n_samples} rows, interface_sample {n_ifaces} \
-         rows (raw kept for all {} days), rollup {} rows (5-minute {n_5m}, hourly {n_1h}); \
+        "{backend}: dataset: {nodes} nodes; sample {n_samples} rows \
+         (raw kept for all {} days), rollup {} rows (5-minute {n_5m}, hourly {n_1h}); \
          database on disk {:.2} GiB",
         size.days,
         n_5m + n_1h,

@@ -1,10 +1,12 @@
 //! Network-wide aggregates that name no node: what a funder may see.
 
-use sea_orm::sea_query::{Expr, Func};
+use std::collections::HashMap;
+
 use sea_orm::{ColumnTrait, EntityTrait, JoinType, QueryFilter, QuerySelect, RelationTrait};
 use serde::Serialize;
 
-use crate::entity::{interface_sample, node, sample};
+use crate::entity::{node, sample};
+use crate::ifaces;
 use crate::write::clean;
 use crate::{Store, StoreError};
 
@@ -17,9 +19,6 @@ pub struct Traffic {
     pub tx_bytes: u64,
 }
 
-/// Per group: the first and last rx counter, the first and last tx counter.
-type MinMax = (Option<i64>, Option<i64>, Option<i64>, Option<i64>);
-
 impl Store {
     /// The bytes counted by every interface of every node of `network` with
     /// samples between `from_ms` and `to_ms`: per node, boot and interface,
@@ -31,47 +30,39 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Traffic, StoreError> {
-        let rows: Vec<MinMax> = interface_sample::Entity::find()
+        let rows: Vec<(i64, i64, String, String)> = sample::Entity::find()
             .select_only()
-            .expr(Func::min(Expr::col((
-                interface_sample::Entity,
-                interface_sample::Column::RxBytes,
-            ))))
-            .expr(Func::max(Expr::col((
-                interface_sample::Entity,
-                interface_sample::Column::RxBytes,
-            ))))
-            .expr(Func::min(Expr::col((
-                interface_sample::Entity,
-                interface_sample::Column::TxBytes,
-            ))))
-            .expr(Func::max(Expr::col((
-                interface_sample::Entity,
-                interface_sample::Column::TxBytes,
-            ))))
-            .join(
-                JoinType::InnerJoin,
-                interface_sample::Relation::Sample.def(),
-            )
+            .columns([
+                sample::Column::Id,
+                sample::Column::NodeId,
+                sample::Column::BootId,
+                sample::Column::Interfaces,
+            ])
             .join(JoinType::InnerJoin, sample::Relation::Node.def())
             .filter(node::Column::Network.eq(clean(network)))
             .filter(sample::Column::TMs.between(from_ms, to_ms))
-            .group_by(sample::Column::NodeId)
-            .group_by(sample::Column::BootId)
-            .group_by(interface_sample::Column::Name)
             .into_tuple()
             .all(&self.db)
             .await?;
-        let delta = |lo: Option<i64>, hi: Option<i64>| {
-            u64::try_from(hi.unwrap_or(0).saturating_sub(lo.unwrap_or(0))).unwrap_or(0)
-        };
-        Ok(rows
-            .into_iter()
-            .fold(Traffic::default(), |t, (rx_lo, rx_hi, tx_lo, tx_hi)| {
-                Traffic {
-                    rx_bytes: t.rx_bytes.saturating_add(delta(rx_lo, rx_hi)),
-                    tx_bytes: t.tx_bytes.saturating_add(delta(tx_lo, tx_hi)),
+        // Per (node, boot, interface): the lowest and highest rx and tx counter.
+        let mut ranges: HashMap<(i64, String, String), [(i64, i64); 2]> = HashMap::new();
+        for (id, node, boot, json) in rows {
+            for i in ifaces::decode(id, &json)? {
+                let r = ranges
+                    .entry((node, boot.clone(), i.name))
+                    .or_insert([(i.rx_bytes, i.rx_bytes), (i.tx_bytes, i.tx_bytes)]);
+                for (range, v) in r.iter_mut().zip([i.rx_bytes, i.tx_bytes]) {
+                    range.0 = range.0.min(v);
+                    range.1 = range.1.max(v);
                 }
+            }
+        }
+        let delta = |(lo, hi): (i64, i64)| u64::try_from(hi.saturating_sub(lo)).unwrap_or(0);
+        Ok(ranges
+            .into_values()
+            .fold(Traffic::default(), |t, [rx, tx]| Traffic {
+                rx_bytes: t.rx_bytes.saturating_add(delta(rx)),
+                tx_bytes: t.tx_bytes.saturating_add(delta(tx)),
             }))
     }
 }

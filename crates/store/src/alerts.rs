@@ -40,7 +40,8 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::entity::{interface_sample, node, rollup, rollup_dirty, sample};
+use crate::entity::{node, rollup, rollup_dirty, sample};
+use crate::ifaces;
 use crate::rollup::{FIVE_MINUTES_MS, floor_to, stats};
 use crate::time::rfc3339_ms;
 use crate::write::clean;
@@ -734,32 +735,33 @@ impl Store {
         if let Some(from) = from {
             let mut values: HashMap<(i64, i64), (Vec<f64>, Vec<f64>)> = HashMap::new();
             for chunk in ids.chunks(ID_CHUNK) {
-                type Row = (i64, i64, String, Option<f64>, Option<f64>);
-                let rows: Vec<Row> = interface_sample::Entity::find()
+                let rows: Vec<(i64, i64, i64, String)> = sample::Entity::find()
                     .select_only()
-                    .column(sample::Column::NodeId)
-                    .column(sample::Column::TMs)
                     .columns([
-                        interface_sample::Column::Name,
-                        interface_sample::Column::RxBps,
-                        interface_sample::Column::TxBps,
+                        sample::Column::Id,
+                        sample::Column::NodeId,
+                        sample::Column::TMs,
+                        sample::Column::Interfaces,
                     ])
-                    .inner_join(sample::Entity)
                     .filter(sample::Column::NodeId.is_in(chunk.iter().copied()))
-                    .filter(interface_sample::Column::Name.is_in(names.clone()))
                     .filter(sample::Column::TMs.gte(from))
                     .filter(sample::Column::TMs.lt(end))
                     .into_tuple()
                     .all(&self.db)
                     .await?;
-                for (node, t, name, rx, tx) in rows {
+                for (id, node, t, json) in rows {
                     let bucket = floor_to(t, FIVE_MINUTES_MS);
-                    if !on_uplink(node, &name) || fresh(node, bucket) {
+                    if fresh(node, bucket) {
                         continue;
                     }
-                    let e = values.entry((node, bucket)).or_default();
-                    e.0.extend(rx.filter(|v| v.is_finite()));
-                    e.1.extend(tx.filter(|v| v.is_finite()));
+                    for i in ifaces::decode(id, &json)? {
+                        if !on_uplink(node, &i.name) {
+                            continue;
+                        }
+                        let e = values.entry((node, bucket)).or_default();
+                        e.0.extend(i.rx_bps.filter(|v| v.is_finite()));
+                        e.1.extend(i.tx_bps.filter(|v| v.is_finite()));
+                    }
                 }
             }
             for (key, (mut rx, mut tx)) in values {

@@ -177,12 +177,10 @@ impl Store {
             .query_all_raw(Statement::from_sql_and_values(
                 backend,
                 format!(
-                    "SELECT s.boot_id AS boot_id, s.seq AS seq, s.uptime_ms AS uptime_ms, \
-                     i.name AS name, i.rx_bytes AS rx_bytes, i.tx_bytes AS tx_bytes, \
-                     i.rx_packets AS rx_packets, i.rx_bps AS rx_bps, i.tx_bps AS tx_bps \
-                     FROM interface_sample i JOIN sample s ON s.id = i.sample_id \
-                     JOIN node n ON n.id = s.node_id \
-                     WHERE n.network = {} AND n.node = {} ORDER BY s.boot_id, s.seq, i.name",
+                    "SELECT s.id AS id, s.boot_id AS boot_id, s.seq AS seq, \
+                     s.uptime_ms AS uptime_ms, s.interfaces AS interfaces \
+                     FROM sample s JOIN node n ON n.id = s.node_id \
+                     WHERE n.network = {} AND n.node = {} ORDER BY s.boot_id, s.seq",
                     placeholder(backend, 1),
                     placeholder(backend, 2)
                 ),
@@ -192,20 +190,28 @@ impl Store {
                 ],
             ))
             .await?;
-        rows.iter()
-            .map(|r| {
-                Ok(InterfaceRow {
-                    boot_id: r.try_get("", "boot_id")?,
-                    seq: r.try_get("", "seq")?,
-                    uptime_ms: r.try_get("", "uptime_ms")?,
-                    name: r.try_get("", "name")?,
-                    rx_bytes: r.try_get("", "rx_bytes")?,
-                    tx_bytes: r.try_get("", "tx_bytes")?,
-                    rx_packets: r.try_get("", "rx_packets")?,
-                    rx_bps: r.try_get("", "rx_bps")?,
-                    tx_bps: r.try_get("", "tx_bps")?,
-                })
-            })
-            .collect()
+        let mut out = Vec::new();
+        for r in &rows {
+            let (boot_id, seq, uptime_ms): (String, i64, i64) = (
+                r.try_get("", "boot_id")?,
+                r.try_get("", "seq")?,
+                r.try_get("", "uptime_ms")?,
+            );
+            let json: String = r.try_get("", "interfaces")?;
+            for i in crate::ifaces::decode(r.try_get("", "id")?, &json)? {
+                out.push(InterfaceRow {
+                    boot_id: boot_id.clone(),
+                    seq,
+                    uptime_ms,
+                    name: i.name,
+                    rx_bytes: i.rx_bytes,
+                    tx_bytes: i.tx_bytes,
+                    rx_packets: i.rx_packets,
+                    rx_bps: i.rx_bps,
+                    tx_bps: i.tx_bps,
+                });
+            }
+        }
+        Ok(out)
     }
 }

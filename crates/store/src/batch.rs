@@ -13,12 +13,12 @@
 //!    updates; SQLite's write transaction excludes other writers anyway);
 //! 3. look up, for every distinct telemetry key (node, boot, seq), whether
 //!    it is stored and which stored sample of its boot precedes it, then read
-//!    those previous samples and their interfaces;
+//!    those previous samples (from memory where it holds them);
 //! 4. replay the items in order in memory: node liveness and hello, dedupe
 //!    (against the database and the earlier items), and rates against the
 //!    previous sample of the boot, stored or earlier in the batch;
-//! 5. write the new samples and interface samples (multi-row inserts) and
-//!    the changed nodes.
+//! 5. write the new samples, each with its interfaces (multi-row inserts),
+//!    and the changed nodes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
@@ -31,7 +31,8 @@ use sea_orm::{
 
 use crate::clock::{Anchors, Placement};
 use crate::derive::{Ticks, bps, cpu_busy_ratio, sat, widen};
-use crate::entity::{interface_sample, network, node, sample};
+use crate::entity::{network, node, sample};
+use crate::ifaces::{self, Iface};
 use crate::write::clean;
 use crate::{Backend, NodeStatus, Store, StoreError};
 
@@ -259,13 +260,12 @@ struct KeyLookup {
     prev_id: Option<i64>,
 }
 
-/// A sample to insert, with its interfaces.
+/// A sample to insert.
 struct NewSample {
     /// Position in the batch.
     item: usize,
     key: SampleKey,
     row: sample::ActiveModel,
-    ifaces: Vec<interface_sample::ActiveModel>,
 }
 
 impl Store {
@@ -673,9 +673,9 @@ impl Store {
         Ok(out)
     }
 
-    /// Step 5: inserts the new samples in batch order (ids ascend with it),
-    /// then their interfaces. A sample that a concurrent writer stored
-    /// meanwhile becomes a duplicate.
+    /// Step 5: inserts the new samples in batch order (ids ascend with it).
+    /// A sample that a concurrent writer stored meanwhile becomes a
+    /// duplicate.
     async fn insert_samples(
         &self,
         txn: &DatabaseTransaction,
@@ -716,33 +716,14 @@ impl Store {
                 ids.insert(key, row.try_get("", "id")?);
             }
         }
-        let mut ifaces = Vec::new();
-        for s in new_samples {
-            let Some(&id) = ids.get(&s.key) else {
-                tracing::warn!(
-                    node_id = s.key.0,
-                    boot_id = %s.key.1,
-                    seq = s.key.2,
-                    "report stored concurrently by another writer, dropped as duplicate"
-                );
-                outcomes[s.item] = Outcome::Duplicate;
-                continue;
-            };
-            for mut row in s.ifaces {
-                row.sample_id = Set(id);
-                ifaces.push(row);
-            }
-        }
-        let unnest = match self.backend {
-            Backend::Postgres => crate::unnest::insert_statement(&ifaces, ""),
-            Backend::Sqlite => None,
-        };
-        let statements = match unnest {
-            Some(statement) => vec![statement],
-            None => values_statements(backend, &ifaces, "")?,
-        };
-        for statement in statements {
-            txn.execute_raw(statement).await?;
+        for s in new_samples.iter().filter(|s| !ids.contains_key(&s.key)) {
+            tracing::warn!(
+                node_id = s.key.0,
+                boot_id = %s.key.1,
+                seq = s.key.2,
+                "report stored concurrently by another writer, dropped as duplicate"
+            );
+            outcomes[s.item] = Outcome::Duplicate;
         }
         Ok(ids)
     }
@@ -880,7 +861,7 @@ fn node_updates(with_hello: bool) -> Vec<node::Column> {
     columns
 }
 
-/// Reads stored samples and their interfaces by id.
+/// Reads stored samples, with their interfaces, by id.
 async fn load_samples(
     txn: &DatabaseTransaction,
     ids: &[i64],
@@ -892,6 +873,10 @@ async fn load_samples(
             .all(txn)
             .await?;
         for p in samples {
+            let ifaces = ifaces::decode(p.id, &p.interfaces)?
+                .into_iter()
+                .map(|i| (i.name, (i.rx_bytes, i.tx_bytes)))
+                .collect();
             out.insert(
                 p.id,
                 PrevSample {
@@ -909,18 +894,9 @@ async fn load_samples(
                             p.cpu_steal,
                         ],
                     },
-                    ifaces: HashMap::new(),
+                    ifaces,
                 },
             );
-        }
-        let ifaces = interface_sample::Entity::find()
-            .filter(interface_sample::Column::SampleId.is_in(chunk.iter().copied()))
-            .all(txn)
-            .await?;
-        for i in ifaces {
-            if let Some(p) = out.get_mut(&i.sample_id) {
-                p.ifaces.insert(i.name, (i.rx_bytes, i.tx_bytes));
-            }
         }
     }
     Ok(out)
@@ -948,6 +924,37 @@ fn new_sample(
             None
         }
     });
+    // When one report lists an interface twice, the first entry counts.
+    let mut seen = HashSet::new();
+    let mut stored = Vec::with_capacity(t.interfaces.len());
+    let mut counters = HashMap::with_capacity(t.interfaces.len());
+    for i in &t.interfaces {
+        let name = clean(&i.name);
+        if !seen.insert(name.clone()) {
+            continue;
+        }
+        let (rx, tx) = (sat(i.rx_bytes), sat(i.tx_bytes));
+        let (rx_bps, tx_bps) = match prev.and_then(|p| Some((p.uptime_ms, p.ifaces.get(&name)?))) {
+            Some((pu, &(prx, ptx))) => (bps(prx, rx, pu, uptime_ms), bps(ptx, tx, pu, uptime_ms)),
+            None => (None, None),
+        };
+        counters.insert(name.clone(), (rx, tx));
+        stored.push(Iface {
+            name,
+            rx_bytes: rx,
+            tx_bytes: tx,
+            rx_packets: sat(i.rx_packets),
+            tx_packets: sat(i.tx_packets),
+            rx_errors: sat(i.rx_errors),
+            tx_errors: sat(i.tx_errors),
+            rx_dropped: sat(i.rx_dropped),
+            tx_dropped: sat(i.tx_dropped),
+            rx_bps,
+            tx_bps,
+        });
+    }
+    stored.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+
     let row = sample::ActiveModel {
         id: NotSet,
         node_id: Set(node_id),
@@ -975,44 +982,13 @@ fn new_sample(
         rootfs_free: Set(sat(t.rootfs_free)),
         dropped: Set(sat(t.dropped)),
         cpu_busy_ratio: Set(cpu_busy),
+        interfaces: Set(ifaces::encode(&stored)),
     };
-
-    // When one report lists an interface twice, the first entry counts.
-    let mut seen = HashSet::new();
-    let mut ifaces = Vec::with_capacity(t.interfaces.len());
-    let mut counters = HashMap::with_capacity(t.interfaces.len());
-    for i in &t.interfaces {
-        let name = clean(&i.name);
-        if !seen.insert(name.clone()) {
-            continue;
-        }
-        let (rx, tx) = (sat(i.rx_bytes), sat(i.tx_bytes));
-        let (rx_bps, tx_bps) = match prev.and_then(|p| Some((p.uptime_ms, p.ifaces.get(&name)?))) {
-            Some((pu, &(prx, ptx))) => (bps(prx, rx, pu, uptime_ms), bps(ptx, tx, pu, uptime_ms)),
-            None => (None, None),
-        };
-        counters.insert(name.clone(), (rx, tx));
-        ifaces.push(interface_sample::ActiveModel {
-            sample_id: NotSet,
-            name: Set(name),
-            rx_bytes: Set(rx),
-            tx_bytes: Set(tx),
-            rx_packets: Set(sat(i.rx_packets)),
-            tx_packets: Set(sat(i.tx_packets)),
-            rx_errors: Set(sat(i.rx_errors)),
-            tx_errors: Set(sat(i.tx_errors)),
-            rx_dropped: Set(sat(i.rx_dropped)),
-            tx_dropped: Set(sat(i.tx_dropped)),
-            rx_bps: Set(rx_bps),
-            tx_bps: Set(tx_bps),
-        });
-    }
     (
         NewSample {
             item,
             key: (node_id, boot_id, seq),
             row,
-            ifaces,
         },
         PrevSample {
             seq,

@@ -2,6 +2,7 @@
 //! flapping, site, the latest sample's load, rates and dropped counter, and
 //! the latest client count; plus link states and the sites of each network.
 
+use crate::ifaces::{self, Iface};
 use crate::nodes::LATEST_SAMPLE_ID;
 use crate::{NodeStatus, Store, StoreError};
 
@@ -49,8 +50,7 @@ fn nodes_sql() -> String {
     format!(
         "SELECT n.network, n.node, n.site_id, n.status, \
   n.flapping_since_ms, s.load1, s.dropped, \
-  (SELECT SUM(i.rx_bps) FROM interface_sample i WHERE i.sample_id = s.id AND i.name <> 'lo') AS rx, \
-  (SELECT SUM(i.tx_bps) FROM interface_sample i WHERE i.sample_id = s.id AND i.name <> 'lo') AS tx, \
+  s.id AS sample_id, s.interfaces, \
   (SELECT c.total FROM client_count c WHERE c.node_id = n.id ORDER BY c.t_ms DESC, c.seq DESC LIMIT 1) AS clients \
 FROM node n LEFT JOIN sample s ON s.id = {LATEST_SAMPLE_ID} \
 ORDER BY n.network, n.node"
@@ -63,12 +63,25 @@ FROM link l JOIN node n ON n.id = l.node_id GROUP BY n.network, n.site_id ORDER 
 
 const SITES_SQL: &str = "SELECT network, site FROM site ORDER BY network, site";
 
+/// The sums of the rates of a sample's interfaces but loopback, each `None`
+/// when no interface has that rate.
+fn rates(ifaces: &[Iface]) -> (Option<f64>, Option<f64>) {
+    let sum = |rate: fn(&Iface) -> Option<f64>| {
+        ifaces
+            .iter()
+            .filter(|i| i.name != "lo")
+            .filter_map(rate)
+            .reduce(|a, b| a + b)
+    };
+    (sum(|i| i.rx_bps), sum(|i| i.tx_bps))
+}
+
 fn unsat(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
 impl Store {
-    /// Every node with its latest figures, by network then node id. Three
+    /// Every node with its latest figures, by network then node id. Two
     /// subqueries per node, each on an index.
     pub async fn fleet_nodes(&self) -> Result<Vec<FleetNode>, StoreError> {
         let rows = self.raw_rows(nodes_sql(), Vec::new()).await?;
@@ -78,6 +91,12 @@ impl Store {
             let flapping: Option<i64> = row.try_get("", "flapping_since_ms")?;
             let dropped: Option<i64> = row.try_get("", "dropped")?;
             let clients: Option<i32> = row.try_get("", "clients")?;
+            let sample_id: Option<i64> = row.try_get("", "sample_id")?;
+            let interfaces: Option<String> = row.try_get("", "interfaces")?;
+            let (rx_bps, tx_bps) = match (sample_id, interfaces) {
+                (Some(id), Some(json)) => rates(&ifaces::decode(id, &json)?),
+                _ => (None, None),
+            };
             out.push(FleetNode {
                 network: row.try_get("", "network")?,
                 node: row.try_get("", "node")?,
@@ -85,8 +104,8 @@ impl Store {
                 status: NodeStatus::from_db(&status),
                 flapping: flapping.is_some(),
                 load1: row.try_get("", "load1")?,
-                rx_bps: row.try_get("", "rx")?,
-                tx_bps: row.try_get("", "tx")?,
+                rx_bps,
+                tx_bps,
                 clients: clients.map(|c| u64::try_from(c).unwrap_or(0)),
                 dropped: unsat(dropped.unwrap_or(0)),
             });

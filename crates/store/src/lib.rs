@@ -15,8 +15,7 @@
 //! |---|---|---|
 //! | `network` | `id` | every network id seen, with `first_seen_ms` |
 //! | `node` | `id` (serial); unique `(network, node)` | the latest hello (`hello` as proto JSON, `hostname`, `model`, `interval_ms`), `status` (`online`/`offline`), `status_since_ms`, `first_seen_ms`, `last_seen_ms` |
-//! | `sample` | `id` (serial); unique `(node_id, boot_id, seq)`; index `(node_id, t_ms)` | one telemetry report: `t_ms` (series time), `time_ms` (router clock), `received_ms`, `clock_ok`, `uptime_ms`, loads, CPU ticks, memory, rootfs, `dropped`, and the derived `cpu_busy_ratio` |
-//! | `interface_sample` | `(sample_id, name)` | the 8 counters of one interface in one sample, and the derived `rx_bps`, `tx_bps`; deleted with their sample (by foreign key on SQLite, by a trigger on `sample` on PostgreSQL, where the key was checked on every insert) |
+//! | `sample` | `id` (serial); unique `(node_id, boot_id, seq)`; index `(node_id, t_ms)` | one telemetry report: `t_ms` (series time), `time_ms` (router clock), `received_ms`, `clock_ok`, `uptime_ms`, loads, CPU ticks, memory, rootfs, `dropped`, the derived `cpu_busy_ratio`, and `interfaces`: the 8 counters of each interface with the derived `rx_bps`, `tx_bps`, as one JSON array (see `ifaces`) |
 //! | `telemetry_base` | `(network, node)` | the node's last full telemetry report (`report`, CBOR; `boot_id`, `seq`, `updated_ms`), the base of the compact report after it when the controller restarts (see `meshtable::reassemble`) |
 //!
 //! A node and its network are created by the first message of any kind.
@@ -53,6 +52,7 @@ mod derive;
 mod entity;
 mod error;
 pub mod fleet;
+mod ifaces;
 pub mod link_reference;
 pub mod liveness;
 mod metric;

@@ -10,7 +10,8 @@ use sea_orm::{
 };
 
 use crate::derive::used_ratio;
-use crate::entity::{interface_sample, network, node, sample};
+use crate::entity::{network, node, sample};
+use crate::ifaces::{self, Iface};
 use crate::write::clean;
 use crate::{
     InterfaceSample, Metric, NetworkSummary, NodeDetail, NodeStatus, NodeSummary, Point, Sample,
@@ -136,11 +137,7 @@ impl Store {
             .await?
         {
             Some(s) => {
-                let ifaces = interface_sample::Entity::find()
-                    .filter(interface_sample::Column::SampleId.eq(s.id))
-                    .order_by_asc(interface_sample::Column::Name)
-                    .all(&self.db)
-                    .await?;
+                let ifaces = ifaces::decode(s.id, &s.interfaces)?;
                 Some(to_sample(s, ifaces))
             }
             None => None,
@@ -222,18 +219,22 @@ impl Store {
                     .collect(),
             ))
         };
-        let interface = |iface: &str, c: interface_sample::Column| {
+        let interface = |iface: &str, rate: fn(&Iface) -> Option<f64>| {
             let iface = clean(iface);
             async move {
-                let rows: Vec<(i64, Option<f64>)> = samples()
-                    .column(c)
-                    .inner_join(interface_sample::Entity)
-                    .filter(interface_sample::Column::Name.eq(iface))
-                    .filter(c.is_not_null())
+                let rows: Vec<(i64, i64, String)> = samples()
+                    .column(sample::Column::Id)
+                    .column(sample::Column::Interfaces)
                     .into_tuple()
                     .all(&self.db)
                     .await?;
-                Ok::<_, StoreError>(points(rows))
+                let mut values = Vec::with_capacity(rows.len());
+                for (t, id, json) in rows {
+                    if let Some(i) = ifaces::decode(id, &json)?.iter().find(|i| i.name == iface) {
+                        values.push((t, rate(i)));
+                    }
+                }
+                Ok::<_, StoreError>(points(values))
             }
         };
         match metric {
@@ -247,8 +248,8 @@ impl Store {
             Metric::RootfsUsedRatio => {
                 ratio(sample::Column::RootfsFree, sample::Column::RootfsSize).await
             }
-            Metric::RxBps(i) => interface(i, interface_sample::Column::RxBps).await,
-            Metric::TxBps(i) => interface(i, interface_sample::Column::TxBps).await,
+            Metric::RxBps(i) => interface(i, |i| i.rx_bps).await,
+            Metric::TxBps(i) => interface(i, |i| i.tx_bps).await,
         }
     }
 
@@ -328,7 +329,7 @@ impl Store {
     }
 }
 
-fn to_sample(s: sample::Model, ifaces: Vec<interface_sample::Model>) -> Sample {
+fn to_sample(s: sample::Model, ifaces: Vec<Iface>) -> Sample {
     Sample {
         boot_id: s.boot_id,
         seq: unsat(s.seq),

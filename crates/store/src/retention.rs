@@ -1,7 +1,7 @@
 //! Retention: deletes raw samples and rollups past their keep periods, in
 //! bounded chunks, each its own transaction.
 //!
-//! Raw samples (and their interfaces) go when older than
+//! Raw samples (with their interfaces) go when older than
 //! [`HistoryPolicy::raw_retention_ms`] **and** before the rollup watermark,
 //! so a sample is never deleted before it was rolled up. Rollups go when
 //! their bucket is older than [`HistoryPolicy::rollup_retention_ms`]; boot
@@ -9,17 +9,16 @@
 //! safe on several controllers at once (a chunk that finds nothing left
 //! deletes nothing).
 
-use sea_orm::sea_query::Query;
 use sea_orm::{ColumnTrait, EntityTrait, Order, QueryFilter, QueryOrder, QuerySelect};
 
-use crate::entity::{boot_anchor, interface_sample, rollup, sample};
+use crate::entity::{boot_anchor, rollup, sample};
 use crate::rollup::{HOUR_MS, HistoryPolicy, floor_to};
 use crate::{Store, StoreError};
 
 /// What a retention run deleted.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct RetentionReport {
-    /// Raw samples deleted (their interface rows with them).
+    /// Raw samples deleted.
     pub samples: u64,
     /// Rollup rows deleted.
     pub rollups: u64,
@@ -67,15 +66,6 @@ impl Store {
                 None => (raw_cutoff, true),
             };
             let txn = self.begin_write().await?;
-            let ids = Query::select()
-                .column(sample::Column::Id)
-                .from(sample::Entity)
-                .and_where(sample::Column::TMs.lt(upto))
-                .to_owned();
-            interface_sample::Entity::delete_many()
-                .filter(interface_sample::Column::SampleId.in_subquery(ids))
-                .exec(&txn)
-                .await?;
             let res = sample::Entity::delete_many()
                 .filter(sample::Column::TMs.lt(upto))
                 .exec(&txn)

@@ -63,7 +63,8 @@ use serde::{Deserialize, Serialize};
 mod catchup;
 
 use crate::derive::used_ratio;
-use crate::entity::{interface_sample, node, rollup, rollup_dirty, rollup_state, sample};
+use crate::entity::{node, rollup, rollup_dirty, rollup_state, sample};
+use crate::ifaces;
 use crate::write::clean;
 use crate::{Metric, Store, StoreError};
 
@@ -395,29 +396,29 @@ impl Buckets {
             .only
             .is_none_or(|(m, _)| m == "rx_bps" || m == "tx_bps");
         if iface {
-            let mut q = interface_sample::Entity::find()
+            let mut q = sample::Entity::find()
                 .select_only()
-                .column(sample::Column::NodeId)
-                .column(sample::Column::TMs)
                 .columns([
-                    interface_sample::Column::Name,
-                    interface_sample::Column::RxBps,
-                    interface_sample::Column::TxBps,
+                    sample::Column::Id,
+                    sample::Column::NodeId,
+                    sample::Column::TMs,
+                    sample::Column::Interfaces,
                 ])
-                .inner_join(sample::Entity)
                 .filter(sample::Column::TMs.gte(from))
                 .filter(sample::Column::TMs.lt(to));
             if let Some(n) = node_id {
                 q = q.filter(sample::Column::NodeId.eq(n));
             }
-            if let Some((_, name)) = want.only {
-                q = q.filter(interface_sample::Column::Name.eq(clean(name)));
-            }
-            type IfaceRow = (i64, i64, String, Option<f64>, Option<f64>);
-            let rows: Vec<IfaceRow> = q.into_tuple().all(db).await?;
-            for (node, t, name, rx, tx) in rows {
-                self.push(want, node, t, "rx_bps", &name, rx);
-                self.push(want, node, t, "tx_bps", &name, tx);
+            let only = want.only.map(|(_, name)| clean(name));
+            let rows: Vec<(i64, i64, i64, String)> = q.into_tuple().all(db).await?;
+            for (id, node, t, json) in rows {
+                for i in ifaces::decode(id, &json)? {
+                    if only.as_ref().is_some_and(|o| *o != i.name) {
+                        continue;
+                    }
+                    self.push(want, node, t, "rx_bps", &i.name, i.rx_bps);
+                    self.push(want, node, t, "tx_bps", &i.name, i.tx_bps);
+                }
             }
         }
         Ok(())

@@ -3,7 +3,6 @@
 
 pub(crate) mod boot_anchor;
 pub(crate) mod client_count;
-pub(crate) mod interface_sample;
 pub(crate) mod link;
 pub(crate) mod link_event;
 pub(crate) mod maintenance;

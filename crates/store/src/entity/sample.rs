@@ -37,6 +37,9 @@ pub struct Model {
     /// Share of CPU time not idle or waiting for I/O since the previous
     /// sample of the boot.
     pub cpu_busy_ratio: Option<f64>,
+    /// The report's interfaces with their derived rates, as JSON (see
+    /// `crate::ifaces`).
+    pub interfaces: String,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
@@ -47,19 +50,11 @@ pub enum Relation {
         to = "super::node::Column::Id"
     )]
     Node,
-    #[sea_orm(has_many = "super::interface_sample::Entity")]
-    InterfaceSample,
 }
 
 impl Related<super::node::Entity> for Entity {
     fn to() -> RelationDef {
         Relation::Node.def()
-    }
-}
-
-impl Related<super::interface_sample::Entity> for Entity {
-    fn to() -> RelationDef {
-        Relation::InterfaceSample.def()
     }
 }
 

@@ -1,10 +1,9 @@
 //! The reconcile's catch-up step: rolls up a range of whole hours for every
 //! node in one pass.
 //!
-//! The samples of the range are read with two statements (the node metrics;
-//! the interfaces joined to their samples, narrowed to the samples' id
-//! range so that neither database considers scanning all interface rows),
-//! sorted in memory by node, series and time, and every bucket's values
+//! The samples of the range are read with one statement (each row with its
+//! interfaces), sorted in memory by node, series and time, and every
+//! bucket's values
 //! handed to [`stats`], the function that also computes buckets from raw
 //! samples on read: a rollup row is the same whichever backend or path
 //! computed it. The range's rows are deleted (normally there are none: the
@@ -22,7 +21,8 @@ use sea_orm::{
 use super::{FIVE_MINUTES_MS, HOUR_MS, ROLLED_METRICS, floor_to, stats};
 use crate::StoreError;
 use crate::derive::used_ratio;
-use crate::entity::{interface_sample, rollup, sample};
+use crate::entity::{rollup, sample};
+use crate::ifaces;
 
 /// The node metrics, in the order of [`NodeRow::v`]: the rolled metrics
 /// before the interface rates.
@@ -88,40 +88,7 @@ pub(super) async fn roll_range(
     to: i64,
 ) -> Result<Rolled, StoreError> {
     let backend = txn.get_database_backend();
-    // The samples' id range, from the time index alone: it bounds the
-    // interface side of the join below. `id + 0`, not `id`: PostgreSQL
-    // answers `min(id)`/`max(id)` by walking the primary key from either end
-    // and filtering on the time, which reads every sample before (and after)
-    // the range, so a catch-up over a long table grew with the table's
-    // square; the expression leaves it the time index.
-    let id = || Expr::col(sample::Column::Id).add(0);
-    let q = Query::select()
-        .expr(id().min())
-        .expr(id().max())
-        .from(sample::Entity)
-        .and_where(sample::Column::TMs.gte(from))
-        .and_where(sample::Column::TMs.lt(to))
-        .to_owned();
-    let bounds = txn.query_one(&q).await?;
-    let (Some(lo), Some(hi)) = (
-        bounds
-            .as_ref()
-            .map(|r| r.try_get_by_index::<Option<i64>>(0))
-            .transpose()?
-            .flatten(),
-        bounds
-            .as_ref()
-            .map(|r| r.try_get_by_index::<Option<i64>>(1))
-            .transpose()?
-            .flatten(),
-    ) else {
-        return Ok(Rolled::default());
-    };
-
-    // One row per (sample, interface), or per sample without interfaces:
-    // half the rows of reading both tables apart.
     let s = |c: sample::Column| (sample::Entity, c);
-    let i = |c: interface_sample::Column| (interface_sample::Entity, c);
     let q = Query::select()
         .columns([
             s(sample::Column::Id),
@@ -135,47 +102,34 @@ pub(super) async fn roll_range(
             s(sample::Column::MemTotal),
             s(sample::Column::RootfsFree),
             s(sample::Column::RootfsSize),
-        ])
-        .columns([
-            i(interface_sample::Column::Name),
-            i(interface_sample::Column::RxBps),
-            i(interface_sample::Column::TxBps),
+            s(sample::Column::Interfaces),
         ])
         .from(sample::Entity)
-        .left_join(
-            interface_sample::Entity,
-            Expr::col(i(interface_sample::Column::SampleId))
-                .equals(s(sample::Column::Id))
-                .and(Expr::col(i(interface_sample::Column::SampleId)).gte(lo))
-                .and(Expr::col(i(interface_sample::Column::SampleId)).lte(hi)),
-        )
         .and_where(Expr::col(s(sample::Column::TMs)).gte(from))
         .and_where(Expr::col(s(sample::Column::TMs)).lt(to))
         .to_owned();
     let raw = txn.query_all(&q).await?;
+    if raw.is_empty() {
+        return Ok(Rolled::default());
+    }
     let mut nodes: Vec<NodeRow> = Vec::with_capacity(raw.len());
     let mut ifaces = Vec::with_capacity(raw.len());
     let span_hours = usize::try_from((to - from) / HOUR_MS).unwrap_or(0);
     let mut hour_seen = vec![false; span_hours.max(1)];
-    let mut last_id = None;
     for r in &raw {
         let id: i64 = r.try_get_by_index(0)?;
         let node: i64 = r.try_get_by_index(1)?;
         let t: i64 = r.try_get_by_index(2)?;
-        if let Some(name) = r.try_get_by_index::<Option<String>>(11)? {
+        let json: String = r.try_get_by_index(11)?;
+        for i in ifaces::decode(id, &json)? {
             ifaces.push(IfaceRow {
                 node,
                 t,
-                name,
-                rx: r.try_get_by_index(12)?,
-                tx: r.try_get_by_index(13)?,
+                name: i.name,
+                rx: i.rx_bps,
+                tx: i.tx_bps,
             });
         }
-        // A sample's rows come together (one per interface).
-        if last_id == Some(id) {
-            continue;
-        }
-        last_id = Some(id);
         if let Some(seen) = usize::try_from((t - from) / HOUR_MS)
             .ok()
             .and_then(|h| hour_seen.get_mut(h))
@@ -202,7 +156,6 @@ pub(super) async fn roll_range(
     }
     drop(raw);
     nodes.sort_unstable_by_key(|r| (r.node, r.t, r.id));
-    nodes.dedup_by_key(|r| r.id);
     let mut rolled = Rolled {
         samples: nodes.len() as u64,
         hours: hour_seen.iter().filter(|s| **s).count() as u64,
@@ -216,8 +169,8 @@ pub(super) async fn roll_range(
     let mut ifaces = ifaces.as_slice();
     for group in nodes.chunk_by(|a, b| a.node == b.node) {
         let node = group[0].node;
-        // Interface rows of nodes without node rows cannot exist (the join),
-        // but skip any below this node to stay in step.
+        // Every interface row comes with its sample's node row; skipping
+        // any below this node keeps the two in step regardless.
         let skip = ifaces.partition_point(|r| r.node < node);
         ifaces = &ifaces[skip..];
         let mine = ifaces.partition_point(|r| r.node == node);
