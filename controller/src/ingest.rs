@@ -60,12 +60,20 @@ use crate::metrics::Metrics;
 use crate::reassemble::Reassembly;
 use crate::registry::Registry;
 
-/// Capacity of the channel between the event loop and the decoder: larger
-/// than the in-flight window of common brokers.
-pub const QUEUE_CAPACITY: usize = 1024;
+/// Capacity of the channel between the event loop and the decoder: at
+/// least the in-flight window `deploy/mosquitto/mosquitto.conf` gives the
+/// controller (4000), so that the event loop never waits on the decoder.
+pub const QUEUE_CAPACITY: usize = 4096;
 
-/// Most messages in one batch.
-pub const BATCH_MAX: usize = 500;
+/// Most messages in one batch: half the in-flight window the deployed
+/// broker gives the controller, so that one batch fills while the other
+/// commits. Per-batch and per-node work (begin, commit, reading and
+/// writing each node's row, anchor and base) is shared by all of a batch's
+/// reports, so a backlog (a controller catching up after a restart or an
+/// outage) drains faster in large batches: 2000 against 500 measured 35 %
+/// more reports/s on SQLite and 45 % on PostgreSQL
+/// (`controller/bench/ingest.sh`, 1,000 nodes).
+pub const BATCH_MAX: usize = 2000;
 
 /// Decoded parts that wait for each committer at most.
 pub const PIPELINE_DEPTH: usize = 1;
