@@ -84,31 +84,14 @@ mod tests {
         up_down_up_on("sqlite::memory:").await
     }
 
-    /// The same on PostgreSQL, whose steps carry SQL of their own, in a
-    /// database of its own, when `MESHTABLE_TEST_DATABASE_URL` names a
-    /// server (as `.ci/run` does).
+    /// The same on PostgreSQL, whose steps carry SQL of their own (see
+    /// [`on_postgres`]).
     #[tokio::test]
     async fn up_down_up_postgres() -> Result<(), DbErr> {
-        let Ok(admin_url) = std::env::var("MESHTABLE_TEST_DATABASE_URL") else {
-            return Ok(());
-        };
-        let admin = Database::connect(admin_url.as_str()).await?;
-        let name = format!("meshtable_migrations_{}", std::process::id());
-        admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
-            .await?;
-        admin
-            .execute_unprepared(&format!("CREATE DATABASE {name}"))
-            .await?;
-        let url = match admin_url.rsplit_once('/') {
-            Some((server, _)) => format!("{server}/{name}"),
-            None => return Err(DbErr::Custom(format!("no database in {admin_url}"))),
-        };
-        let result = up_down_up_on(&url).await;
-        admin
-            .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
-            .await?;
-        result
+        on_postgres("meshtable_migrations", |url| async move {
+            up_down_up_on(&url).await
+        })
+        .await
     }
 
     #[tokio::test]
@@ -116,14 +99,28 @@ mod tests {
         interfaces_move_on("sqlite::memory:").await
     }
 
-    /// The same on PostgreSQL (see `up_down_up_postgres`).
+    /// The same on PostgreSQL (see [`on_postgres`]).
     #[tokio::test]
     async fn interfaces_move_into_their_sample_and_back_postgres() -> Result<(), DbErr> {
+        on_postgres("meshtable_migrations_ifaces", |url| async move {
+            interfaces_move_on(&url).await
+        })
+        .await
+    }
+
+    /// Runs `test` on a database of its own (`{prefix}_{pid}`, dropped
+    /// afterwards) when `MESHTABLE_TEST_DATABASE_URL` names a PostgreSQL
+    /// server (as `.ci/run` does); else does nothing.
+    async fn on_postgres<F, Fut>(prefix: &str, test: F) -> Result<(), DbErr>
+    where
+        F: FnOnce(String) -> Fut,
+        Fut: std::future::Future<Output = Result<(), DbErr>>,
+    {
         let Ok(admin_url) = std::env::var("MESHTABLE_TEST_DATABASE_URL") else {
             return Ok(());
         };
         let admin = Database::connect(admin_url.as_str()).await?;
-        let name = format!("meshtable_migrations_ifaces_{}", std::process::id());
+        let name = format!("{prefix}_{}", std::process::id());
         admin
             .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name}"))
             .await?;
@@ -134,7 +131,7 @@ mod tests {
             Some((server, _)) => format!("{server}/{name}"),
             None => return Err(DbErr::Custom(format!("no database in {admin_url}"))),
         };
-        let result = interfaces_move_on(&url).await;
+        let result = test(url).await;
         admin
             .execute_unprepared(&format!("DROP DATABASE IF EXISTS {name} WITH (FORCE)"))
             .await?;

@@ -2,7 +2,7 @@
 
 use std::collections::HashMap;
 
-use sea_orm::{ColumnTrait, EntityTrait, JoinType, QueryFilter, QuerySelect, RelationTrait};
+use sea_orm::{ColumnTrait, EntityTrait, QueryFilter, QuerySelect};
 use serde::Serialize;
 
 use crate::entity::{node, sample};
@@ -30,30 +30,38 @@ impl Store {
         from_ms: i64,
         to_ms: i64,
     ) -> Result<Traffic, StoreError> {
-        let rows: Vec<(i64, i64, String, String)> = sample::Entity::find()
+        let nodes: Vec<i64> = node::Entity::find()
             .select_only()
-            .columns([
-                sample::Column::Id,
-                sample::Column::NodeId,
-                sample::Column::BootId,
-                sample::Column::Interfaces,
-            ])
-            .join(JoinType::InnerJoin, sample::Relation::Node.def())
+            .column(node::Column::Id)
             .filter(node::Column::Network.eq(clean(network)))
-            .filter(sample::Column::TMs.between(from_ms, to_ms))
             .into_tuple()
             .all(&self.db)
             .await?;
-        // Per (node, boot, interface): the lowest and highest rx and tx counter.
+        // Per (node, boot, interface): the lowest and highest rx and tx
+        // counter. Node by node, so that memory holds one node's samples.
         let mut ranges: HashMap<(i64, String, String), [(i64, i64); 2]> = HashMap::new();
-        for (id, node, boot, json) in rows {
-            for i in ifaces::decode(id, &json)? {
-                let r = ranges
-                    .entry((node, boot.clone(), i.name))
-                    .or_insert([(i.rx_bytes, i.rx_bytes), (i.tx_bytes, i.tx_bytes)]);
-                for (range, v) in r.iter_mut().zip([i.rx_bytes, i.tx_bytes]) {
-                    range.0 = range.0.min(v);
-                    range.1 = range.1.max(v);
+        for node in nodes {
+            let rows: Vec<(i64, String, String)> = sample::Entity::find()
+                .select_only()
+                .columns([
+                    sample::Column::Id,
+                    sample::Column::BootId,
+                    sample::Column::Interfaces,
+                ])
+                .filter(sample::Column::NodeId.eq(node))
+                .filter(sample::Column::TMs.between(from_ms, to_ms))
+                .into_tuple()
+                .all(&self.db)
+                .await?;
+            for (id, boot, json) in rows {
+                for i in ifaces::decode(id, &json)? {
+                    let r = ranges
+                        .entry((node, boot.clone(), i.name))
+                        .or_insert([(i.rx_bytes, i.rx_bytes), (i.tx_bytes, i.tx_bytes)]);
+                    for (range, v) in r.iter_mut().zip([i.rx_bytes, i.tx_bytes]) {
+                        range.0 = range.0.min(v);
+                        range.1 = range.1.max(v);
+                    }
                 }
             }
         }
