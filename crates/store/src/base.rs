@@ -12,6 +12,7 @@ use meshtable_proto::{Telemetry, encode_cbor};
 use sea_orm::{ConnectionTrait, Statement, Value};
 
 use crate::batch::placeholder;
+use crate::ifaces;
 use crate::{Store, StoreError};
 
 /// One interface of one stored sample, as [`Store::interface_rows`] reads it.
@@ -198,7 +199,7 @@ impl Store {
                 r.try_get("", "uptime_ms")?,
             );
             let json: String = r.try_get("", "interfaces")?;
-            for i in crate::ifaces::decode(r.try_get("", "id")?, &json)? {
+            for i in ifaces::decode(r.try_get("", "id")?, &json)? {
                 out.push(InterfaceRow {
                     boot_id: boot_id.clone(),
                     seq,
