@@ -544,10 +544,14 @@ async fn a_full_queue_drops_the_oldest_and_counts() {
         last.dropped >= 2,
         "a 6 s outage at 1 s overflows a queue of 2; log:\n{log}"
     );
-    assert_eq!(
-        missing.len() as u64,
-        last.dropped,
-        "exactly the dropped reports are missing: {seqs:?}; log:\n{log}"
+    // Every missing report was dropped and counted. When every record the
+    // spool holds is in flight it drops the oldest anyway (agent/src/spool.rs,
+    // "Bounds"), and one whose PUBLISH already left still arrives: the count
+    // may exceed the missing by at most the queue (2).
+    assert!(
+        missing.len() as u64 <= last.dropped && last.dropped <= missing.len() as u64 + 2,
+        "the dropped reports are missing, less those in flight: {seqs:?}, dropped {}; log:\n{log}",
+        last.dropped
     );
     // The dropped ones are the oldest of the outage: one run of consecutive seqs.
     assert!(missing.windows(2).all(|w| w[1] == w[0] + 1), "{missing:?}");
