@@ -417,9 +417,12 @@ fn scenario(backend: &Backend, kill: bool) {
             during.len()
         );
     }
-    assert_eq!(
-        dropped_run.len() as u64,
-        dropped,
+    // Every report of the run is counted. A record the cap drops while in
+    // flight may still arrive (agent/src/spool.rs, "Bounds"), so the count
+    // may exceed the missing by what the agent has in flight (at most 32,
+    // rumqttc's window in agent/src/publish.rs).
+    assert!(
+        dropped_run.len() as u64 <= dropped && dropped <= missing.len() as u64 + 32,
         "{what}: reports missing {missing:?} but the agent counted {dropped} dropped"
     );
 
