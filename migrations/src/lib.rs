@@ -24,6 +24,7 @@ mod m20261128_800000_link_reference;
 mod m20261129_100000_fillfactor;
 mod m20261129_200000_lean_ingest_tables;
 mod m20261130_100000_interfaces_in_sample;
+mod m20261201_100000_clients_in_sample;
 
 /// Every migration step, oldest first.
 #[derive(Debug, Clone, Copy, Default)]
@@ -44,6 +45,7 @@ impl MigratorTrait for Migrator {
             Box::new(m20261129_100000_fillfactor::Migration),
             Box::new(m20261129_200000_lean_ingest_tables::Migration),
             Box::new(m20261130_100000_interfaces_in_sample::Migration),
+            Box::new(m20261201_100000_clients_in_sample::Migration),
         ]
     }
 }
@@ -245,6 +247,99 @@ mod tests {
                 (2, "wlan0".to_owned(), 10, 8, Some(1234.5), None),
             ]
         );
+        db.close().await?;
+        Ok(())
+    }
+
+    #[tokio::test]
+    async fn client_counts_move_into_their_sample_and_back() -> Result<(), DbErr> {
+        clients_move_on("sqlite::memory:").await
+    }
+
+    /// The same on PostgreSQL (see [`on_postgres`]).
+    #[tokio::test]
+    async fn client_counts_move_into_their_sample_and_back_postgres() -> Result<(), DbErr> {
+        on_postgres("meshtable_migrations_clients", |url| async move {
+            clients_move_on(&url).await
+        })
+        .await
+    }
+
+    /// Counts stored before `m20261201_100000_clients_in_sample` end up in
+    /// their sample's row; counts of a sample that is gone are dropped; and
+    /// `down` brings back the rows of the samples that have counts.
+    async fn clients_move_on(url: &str) -> Result<(), DbErr> {
+        let db = Database::connect(url).await?;
+        let steps = Migrator::migrations();
+        let step = steps
+            .iter()
+            .position(|m| m.name() == "m20261201_100000_clients_in_sample")
+            .expect("the step");
+        let count = |n: usize| <u32 as std::convert::TryFrom<usize>>::try_from(n).expect("few");
+        Migrator::up(&db, Some(count(step))).await?;
+        db.execute_unprepared(
+            "INSERT INTO network (id, first_seen_ms) VALUES ('n', 1); \
+             INSERT INTO node (network, node, status, status_since_ms, first_seen_ms, last_seen_ms) \
+               VALUES ('n', 'a', 'online', 1, 1, 1); \
+             INSERT INTO sample (node_id, boot_id, seq, t_ms, time_ms, received_ms, clock_ok, \
+               uptime_ms, load1, load5, load15, cpu_user, cpu_nice, cpu_system, cpu_idle, \
+               cpu_iowait, cpu_irq, cpu_softirq, cpu_steal, mem_total, mem_available, \
+               rootfs_size, rootfs_free, dropped) VALUES \
+               (1, 'b', 1, 1, 1, 1, true, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), \
+               (1, 'b', 2, 2, 2, 2, true, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0); \
+             INSERT INTO client_count (node_id, boot_id, seq, t_ms, total, wifi24, wifi5, other) \
+               VALUES (1, 'b', 2, 2, 12, 7, 4, 1), (1, 'b', 0, 0, 99, 99, 0, 0);",
+        )
+        .await?;
+        Migrator::up(&db, None).await?;
+        type Counts = (i64, Option<i32>, Option<i32>, Option<i32>, Option<i32>);
+        let stored: Vec<Counts> = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT seq, clients_total, clients_wifi24, clients_wifi5, clients_other \
+                 FROM sample ORDER BY seq",
+            ))
+            .await?
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("", "seq")?,
+                    r.try_get("", "clients_total")?,
+                    r.try_get("", "clients_wifi24")?,
+                    r.try_get("", "clients_wifi5")?,
+                    r.try_get("", "clients_other")?,
+                ))
+            })
+            .collect::<Result<_, DbErr>>()?;
+        assert_eq!(
+            stored,
+            vec![
+                (1, None, None, None, None),
+                (2, Some(12), Some(7), Some(4), Some(1))
+            ]
+        );
+        Migrator::down(&db, Some(count(steps.len() - step))).await?;
+        let back = db
+            .query_all_raw(Statement::from_string(
+                db.get_database_backend(),
+                "SELECT seq, t_ms, total, wifi24, wifi5, other FROM client_count ORDER BY seq",
+            ))
+            .await?;
+        type Row = (i64, i64, i32, i32, i32, i32);
+        let rows: Vec<Row> = back
+            .iter()
+            .map(|r| {
+                Ok((
+                    r.try_get("", "seq")?,
+                    r.try_get("", "t_ms")?,
+                    r.try_get("", "total")?,
+                    r.try_get("", "wifi24")?,
+                    r.try_get("", "wifi5")?,
+                    r.try_get("", "other")?,
+                ))
+            })
+            .collect::<Result<_, DbErr>>()?;
+        assert_eq!(rows, vec![(2, 2, 12, 7, 4, 1)]);
         db.close().await?;
         Ok(())
     }

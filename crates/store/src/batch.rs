@@ -22,7 +22,7 @@
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 
-use meshtable_proto::{Hello, Message, Report, Status, Telemetry};
+use meshtable_proto::{Clients, Hello, Message, Report, Status, Telemetry};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
     ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, ModelTrait,
@@ -954,6 +954,11 @@ fn new_sample(
         });
     }
     stored.sort_unstable_by(|a, b| a.name.cmp(&b.name));
+    let clients = |count: fn(&Clients) -> u32| {
+        t.clients
+            .as_ref()
+            .map(|c| i32::try_from(count(c)).unwrap_or(i32::MAX))
+    };
 
     let row = sample::ActiveModel {
         id: NotSet,
@@ -983,6 +988,10 @@ fn new_sample(
         dropped: Set(sat(t.dropped)),
         cpu_busy_ratio: Set(cpu_busy),
         interfaces: Set(ifaces::encode(&stored)),
+        clients_total: Set(clients(|c| c.total)),
+        clients_wifi24: Set(clients(|c| c.wifi_24)),
+        clients_wifi5: Set(clients(|c| c.wifi_5)),
+        clients_other: Set(clients(|c| c.other)),
     };
     (
         NewSample {

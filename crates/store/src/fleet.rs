@@ -51,7 +51,7 @@ fn nodes_sql() -> String {
         "SELECT n.network, n.node, n.site_id, n.status, \
   n.flapping_since_ms, s.load1, s.dropped, \
   s.id AS sample_id, s.interfaces, \
-  (SELECT c.total FROM client_count c WHERE c.node_id = n.id ORDER BY c.t_ms DESC, c.seq DESC LIMIT 1) AS clients \
+  s.clients_total AS clients \
 FROM node n LEFT JOIN sample s ON s.id = {LATEST_SAMPLE_ID} \
 ORDER BY n.network, n.node"
     )

@@ -12,11 +12,10 @@
 //!   Every change is kept in `link_event`.
 //! - `node_mesh`: the latest radios, stations (client ids left out) and
 //!   gateway of each node.
-//! - `client_count`: the client counts of every report.
 //!
+//! A report's client counts are kept in its `sample` row.
 //! Backfilled reports (replayed from an agent's spool) describe the past:
-//! their client counts are kept, but they do not touch links or the latest
-//! radios.
+//! they do not touch links or the latest radios.
 //!
 //! # Joining
 //!
@@ -43,8 +42,7 @@ use sea_orm::{
 };
 use serde::{Deserialize, Serialize};
 
-use crate::derive::sat;
-use crate::entity::{client_count, link, link_event, node, node_mesh};
+use crate::entity::{link, link_event, node, node_mesh};
 use crate::liveness::{NodeState, opt_rfc3339_ms};
 use crate::nodes::{LATEST_SAMPLE_ID, NetworkNodes};
 use crate::time::rfc3339_ms;
@@ -57,8 +55,6 @@ const INSERT_CHUNK: usize = 1_000;
 /// One stored telemetry report whose mesh parts are to be recorded.
 pub(crate) struct MeshReport<'a> {
     pub node_id: i64,
-    pub boot_id: String,
-    pub seq: i64,
     /// The sample's series time.
     pub t_ms: i64,
     /// Controller clock at reception.
@@ -151,34 +147,6 @@ pub(crate) async fn record_reports(
     txn: &DatabaseTransaction,
     reports: &[MeshReport<'_>],
 ) -> Result<(), StoreError> {
-    if reports.is_empty() {
-        return Ok(());
-    }
-    // Client counts of every report.
-    let counts: Vec<client_count::ActiveModel> = reports
-        .iter()
-        .filter_map(|r| {
-            let c = r.telemetry.clients.as_ref()?;
-            let n = |v: u32| i32::try_from(v).unwrap_or(i32::MAX);
-            Some(client_count::ActiveModel {
-                node_id: Set(r.node_id),
-                boot_id: Set(r.boot_id.clone()),
-                seq: Set(r.seq),
-                t_ms: Set(r.t_ms),
-                total: Set(n(c.total)),
-                wifi24: Set(n(c.wifi_24)),
-                wifi5: Set(n(c.wifi_5)),
-                other: Set(n(c.other)),
-            })
-        })
-        .collect();
-    for chunk in chunks(counts) {
-        client_count::Entity::insert_many(chunk)
-            .on_conflict_do_nothing()
-            .exec_without_returning(txn)
-            .await?;
-    }
-
     let live: Vec<&MeshReport<'_>> = reports.iter().filter(|r| !r.telemetry.backfill).collect();
     if live.is_empty() {
         return Ok(());
@@ -620,7 +588,7 @@ pub struct GraphNode {
     pub gateway_nexthop: Option<String>,
     /// The uplink node its traffic leaves through (following next hops).
     pub gateway_node: Option<String>,
-    /// Client counts of the latest report that had them.
+    /// Client counts of its latest report, if that report had them.
     pub clients: Option<Clients>,
     /// Latest gauges.
     pub gauges: Option<NodeGauges>,
@@ -663,7 +631,7 @@ pub struct NodeMesh {
     pub gateway: Option<Gateway>,
     /// Whether it is an uplink node.
     pub uplink: bool,
-    /// Client counts of the latest report that had them.
+    /// Client counts of its latest report, if that report had them.
     pub clients: Option<Clients>,
 }
 
@@ -1097,8 +1065,9 @@ impl Store {
         }))
     }
 
-    /// The client counts of each node's latest report that had them, for
-    /// the nodes of a network (`only`: one node id). One statement.
+    /// The client counts of each node's latest report, for the nodes of a
+    /// network (`only`: one node id) whose latest report had them. One
+    /// statement (one indexed lookup per node).
     async fn latest_clients(
         &self,
         network: &str,
@@ -1106,31 +1075,26 @@ impl Store {
     ) -> Result<HashMap<i64, Clients>, StoreError> {
         let mut values: Vec<Value> = vec![network.into()];
         let mut sql = format!(
-            "SELECT c.node_id, c.total, c.wifi24, c.wifi5, c.other FROM client_count c \
-             JOIN node n ON c.node_id = n.id WHERE n.network = {} \
-             AND c.t_ms = (SELECT MAX(c2.t_ms) FROM client_count c2 WHERE c2.node_id = n.id)",
+            "SELECT s.node_id, s.clients_total, s.clients_wifi24, s.clients_wifi5, \
+             s.clients_other FROM sample s JOIN node n ON s.node_id = n.id \
+             WHERE n.network = {} AND s.id = {LATEST_SAMPLE_ID} AND s.clients_total IS NOT NULL",
             self.sql_param(1)
         );
         if let Some(id) = only {
             sql.push_str(&format!(" AND n.id = {}", self.sql_param(2)));
             values.push(id.into());
         }
-        sql.push_str(" ORDER BY c.node_id, c.seq DESC");
         let rows = self.raw_rows(sql, values).await?;
         let n = |v: i32| u32::try_from(v).unwrap_or(0);
         let mut out = HashMap::new();
         for row in rows {
-            let id: i64 = row.try_get("", "node_id")?;
-            if out.contains_key(&id) {
-                continue;
-            }
             out.insert(
-                id,
+                row.try_get("", "node_id")?,
                 Clients {
-                    total: n(row.try_get("", "total")?),
-                    wifi_24: n(row.try_get("", "wifi24")?),
-                    wifi_5: n(row.try_get("", "wifi5")?),
-                    other: n(row.try_get("", "other")?),
+                    total: n(row.try_get("", "clients_total")?),
+                    wifi_24: n(row.try_get("", "clients_wifi24")?),
+                    wifi_5: n(row.try_get("", "clients_wifi5")?),
+                    other: n(row.try_get("", "clients_other")?),
                     ids: Vec::new(),
                 },
             );
@@ -1176,8 +1140,8 @@ impl Store {
     }
 }
 
-/// The reports of a batch to hand to [`record_reports`]: (node id, boot id,
-/// seq, series time, reception time, report).
+/// The reports of a batch to hand to [`record_reports`]: (node id, series
+/// time, reception time, report).
 pub(crate) fn mesh_report(
     node_id: i64,
     t: &Telemetry,
@@ -1186,8 +1150,6 @@ pub(crate) fn mesh_report(
 ) -> MeshReport<'_> {
     MeshReport {
         node_id,
-        boot_id: clean(&t.boot_id),
-        seq: sat(t.seq),
         t_ms,
         received_ms,
         telemetry: t,

@@ -493,6 +493,62 @@ async fn topology_joins_both_ends() -> anyhow::Result<()> {
     .await
 }
 
+/// A node's client counts are its latest report's (by report time, not
+/// arrival), all four of them; a latest report without counts has none.
+#[tokio::test]
+async fn client_counts_come_from_the_latest_report() -> anyhow::Result<()> {
+    each_backend(
+        "client_counts_come_from_the_latest_report",
+        |store| async move {
+            store
+                .record_hello(
+                    "net",
+                    "a",
+                    &hello(&[("wlan0", "02:00:00:00:0a:01", &[])]),
+                    T0,
+                )
+                .await?;
+            let with = |seq, counts: Option<(u32, u32, u32, u32)>| {
+                let mut t = report("a", seq, vec![]);
+                t.clients = counts.map(|(total, wifi_24, wifi_5, other)| Clients {
+                    total,
+                    wifi_24,
+                    wifi_5,
+                    other,
+                    ids: vec!["x".to_owned()],
+                });
+                t
+            };
+            let seen = |c: Option<&Clients>| c.map(|c| (c.total, c.wifi_24, c.wifi_5, c.other));
+            // The later report arrives first.
+            store
+                .record_telemetry("net", "a", &with(2, Some((7, 4, 2, 1))), T0 + 2 * MIN)
+                .await?;
+            store
+                .record_telemetry("net", "a", &with(1, Some((3, 1, 1, 1))), T0 + 3 * MIN)
+                .await?;
+            let g = store.topology("net", false).await?.expect("network exists");
+            ensure!(seen(g.nodes[0].clients.as_ref()) == Some((7, 4, 2, 1)));
+            let m = store.node_mesh("net", "a", T0).await?.expect("known node");
+            ensure!(seen(m.clients.as_ref()) == Some((7, 4, 2, 1)));
+            ensure!(m.clients.as_ref().is_some_and(|c| c.ids.is_empty()));
+            let fleet = store.fleet_nodes().await?;
+            ensure!(fleet[0].clients == Some(7), "{:?}", fleet[0].clients);
+
+            store
+                .record_telemetry("net", "a", &with(3, None), T0 + 4 * MIN)
+                .await?;
+            let g = store.topology("net", false).await?.expect("network exists");
+            ensure!(g.nodes[0].clients.is_none());
+            let m = store.node_mesh("net", "a", T0).await?.expect("known node");
+            ensure!(m.clients.is_none());
+            ensure!(store.fleet_nodes().await?[0].clients.is_none());
+            Ok(())
+        },
+    )
+    .await
+}
+
 #[tokio::test]
 async fn links_go_down_and_up() -> anyhow::Result<()> {
     each_backend("links_go_down_and_up", |store| async move {

@@ -2,7 +2,6 @@
 //! migrations in `meshtable-migrations`; these mirror it.
 
 pub(crate) mod boot_anchor;
-pub(crate) mod client_count;
 pub(crate) mod link;
 pub(crate) mod link_event;
 pub(crate) mod maintenance;

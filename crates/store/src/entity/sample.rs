@@ -40,6 +40,15 @@ pub struct Model {
     /// The report's interfaces with their derived rates, as JSON (see
     /// `crate::ifaces`).
     pub interfaces: String,
+    /// Clients of the report (NULL with the three below: the report
+    /// carried no counts).
+    pub clients_total: Option<i32>,
+    /// Clients on 2.4 GHz radios.
+    pub clients_wifi24: Option<i32>,
+    /// Clients on 5 GHz radios.
+    pub clients_wifi5: Option<i32>,
+    /// Clients on other interfaces.
+    pub clients_other: Option<i32>,
 }
 
 #[derive(Copy, Clone, Debug, EnumIter, DeriveRelation)]
