@@ -9,6 +9,7 @@ use std::collections::HashMap;
 use std::io;
 use std::net::{SocketAddr, TcpListener};
 use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, Ordering};
 
 use rumqttd::{ConnectionSettings, RouterConfig, ServerSettings};
 use tokio::sync::oneshot;
@@ -24,6 +25,85 @@ pub const MAX_BROKER_PAYLOAD: usize = 2 * meshtable_proto::MAX_PAYLOAD;
 /// Most concurrent MQTT connections: a fleet of thousands of routers plus
 /// controllers and tools.
 pub const MAX_CONNECTIONS: usize = 10_000;
+
+/// Where rumqttd's router logs a subscriber's read cursor jumping past
+/// messages its in-memory log no longer holds.
+const CURSOR_JUMP_TARGET: &str = "rumqttd::router::routing";
+
+/// Messages the embedded broker dropped for subscribers that fell behind
+/// its in-memory log (see [`LossCounter`]). One embedded broker per process.
+static MESSAGES_LOST: AtomicU64 = AtomicU64::new(0);
+
+/// Messages the embedded broker has dropped, since the process started,
+/// for subscribers (the controller's ingest above all) that fell more than
+/// its in-memory log (`max_segment_size` x `max_segment_count`) behind.
+/// The broker had acknowledged them to their publishers.
+pub fn messages_lost() -> u64 {
+    MESSAGES_LOST.load(Ordering::Relaxed)
+}
+
+/// A tracing layer that counts what the embedded broker drops, into
+/// [`messages_lost`].
+///
+/// rumqttd keeps each subscription's messages in a bounded in-memory log and
+/// acknowledges a publish once it is appended; when a subscriber falls
+/// further behind than the log holds, the oldest segment goes and the
+/// subscriber's read cursor jumps past it. rumqttd reports that only as a
+/// warning with both cursors (its alert carries no count), so this layer
+/// reads the number of messages skipped off that event: cursors are
+/// (segment, absolute offset).
+#[derive(Debug, Clone, Copy, Default)]
+pub struct LossCounter;
+
+impl LossCounter {
+    /// The events the layer needs: rumqttd's router warnings.
+    pub fn targets() -> tracing_subscriber::filter::Targets {
+        tracing_subscriber::filter::Targets::new()
+            .with_target(CURSOR_JUMP_TARGET, tracing::Level::WARN)
+    }
+}
+
+impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LossCounter {
+    fn on_event(
+        &self,
+        event: &tracing::Event<'_>,
+        _ctx: tracing_subscriber::layer::Context<'_, S>,
+    ) {
+        if event.metadata().target() != CURSOR_JUMP_TARGET {
+            return;
+        }
+        let mut cursors = Cursors::default();
+        event.record(&mut cursors);
+        if let (Some(from), Some(to)) = (cursors.request, cursors.start) {
+            MESSAGES_LOST.fetch_add(to.saturating_sub(from), Ordering::Relaxed);
+        }
+    }
+}
+
+/// The offsets of a cursor jump event's `request_cursor` (where the
+/// subscriber was) and `start_cursor` (where the log now starts).
+#[derive(Default)]
+struct Cursors {
+    request: Option<u64>,
+    start: Option<u64>,
+}
+
+impl tracing::field::Visit for Cursors {
+    fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
+        let slot = match field.name() {
+            "request_cursor" => &mut self.request,
+            "start_cursor" => &mut self.start,
+            _ => return,
+        };
+        *slot = cursor_offset(&format!("{value:?}"));
+    }
+}
+
+/// The offset of a cursor as rumqttd formats it: `(segment, offset)`.
+fn cursor_offset(text: &str) -> Option<u64> {
+    let (_, offset) = text.strip_prefix('(')?.strip_suffix(')')?.split_once(',')?;
+    offset.trim().parse().ok()
+}
 
 /// Why the embedded broker could not start.
 #[derive(Debug, thiserror::Error)]
@@ -175,6 +255,14 @@ impl EmbeddedBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn cursor_offsets_as_rumqttd_formats_them() {
+        assert_eq!(cursor_offset("(9, 208602)"), Some(208602));
+        assert_eq!(cursor_offset("(0,0)"), Some(0));
+        assert_eq!(cursor_offset("9, 208602"), None);
+        assert_eq!(cursor_offset("(9)"), None);
+    }
 
     #[test]
     fn reserve_names_the_flag_when_busy() {

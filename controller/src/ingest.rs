@@ -398,6 +398,7 @@ impl Ingest {
                     epoch,
                     progress: progress.clone(),
                     committed: committed_tx,
+                    lost_seen: crate::broker::messages_lost(),
                 }
                 .run(writer_guard),
             ),
@@ -919,6 +920,8 @@ struct Acker {
     progress: Arc<Progress>,
     /// Counts the batches acked, for the [`Decoder`].
     committed: watch::Sender<u64>,
+    /// [`crate::broker::messages_lost`] when last logged.
+    lost_seen: u64,
 }
 
 impl Acker {
@@ -952,6 +955,17 @@ impl Acker {
                 .pending
                 .fetch_sub(ticket.items.len(), Ordering::SeqCst);
             self.committed.send_modify(|c| *c += 1);
+            let lost = crate::broker::messages_lost();
+            if lost > self.lost_seen {
+                error!(
+                    lost = lost - self.lost_seen,
+                    lost_total = lost,
+                    "the embedded broker dropped reports it had acknowledged: ingest fell \
+                     further behind than its in-memory log holds (use an external broker \
+                     for such bursts, see README)"
+                );
+                self.lost_seen = lost;
+            }
         }
     }
 }

@@ -77,7 +77,8 @@ pub fn init_tracing(filter: &str) {
     let _ = subscriber(filter, std::io::stderr, std::io::stderr().is_terminal()).try_init();
 }
 
-/// The log subscriber: `filter` (`EnvFilter` syntax), formatted to `writer`.
+/// The log subscriber: `filter` (`EnvFilter` syntax), formatted to `writer`,
+/// and [`broker::LossCounter`] beside it.
 ///
 /// When the user's filter did not name rumqttd ([`config::log_filter`] then
 /// added [`config::BROKER_LOG_FILTER`]), events the embedded broker logs
@@ -88,7 +89,7 @@ pub fn subscriber<W>(filter: &str, writer: W, ansi: bool) -> impl tracing::Subsc
 where
     W: for<'w> tracing_subscriber::fmt::MakeWriter<'w> + Send + Sync + 'static,
 {
-    use tracing_subscriber::filter::DynFilterFn;
+    use tracing_subscriber::filter::{DynFilterFn, FilterExt};
     use tracing_subscriber::layer::SubscriberExt;
     use tracing_subscriber::{EnvFilter, Layer, fmt};
 
@@ -109,8 +110,10 @@ where
     let layer = fmt::layer()
         .with_writer(writer)
         .with_ansi(ansi)
-        .with_filter(links);
-    tracing_subscriber::registry().with(env_filter).with(layer)
+        .with_filter(env_filter.and(links));
+    // The embedded broker's losses are counted whatever the log shows.
+    let losses = broker::LossCounter.with_filter(broker::LossCounter::targets());
+    tracing_subscriber::registry().with(layer).with(losses)
 }
 
 fn runtime() -> Result<tokio::runtime::Runtime, Error> {

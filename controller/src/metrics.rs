@@ -61,6 +61,7 @@ pub struct Metrics {
     agent_dropped: IntCounterVec,
     alert_delivery_failures: IntCounterVec,
     alert_webhook_refused: IntCounter,
+    broker_lost: IntCounter,
     fleet: crate::fleet_metrics::FleetMetrics,
     /// Serializes fleet updates with the gathering that follows them.
     scrape: Mutex<()>,
@@ -139,6 +140,11 @@ impl Metrics {
             "Alert webhook deliveries refused because the webhook's host is or resolves to an internal address (see alert_webhook_allow_private); each is also a delivery failure.",
         )?;
         registry.register(Box::new(alert_webhook_refused.clone()))?;
+        let broker_lost = IntCounter::new(
+            "meshtable_broker_messages_lost_total",
+            "Messages the embedded broker acknowledged to their publishers and then dropped because a subscriber (ingest above all) fell further behind than its in-memory log holds; 0 with an external broker.",
+        )?;
+        registry.register(Box::new(broker_lost.clone()))?;
         let fleet = crate::fleet_metrics::FleetMetrics::register(&registry, Default::default())?;
         Ok(Metrics {
             registry,
@@ -151,6 +157,7 @@ impl Metrics {
             agent_dropped,
             alert_delivery_failures,
             alert_webhook_refused,
+            broker_lost,
             fleet,
             scrape: Mutex::new(()),
         })
@@ -230,6 +237,9 @@ impl Metrics {
             let networks = fleet.nodes.iter().map(|(n, _, _)| n.as_str()).collect();
             self.fleet.set(&networks, &fleet.detail);
         }
+        let lost = crate::broker::messages_lost();
+        self.broker_lost
+            .inc_by(lost.saturating_sub(self.broker_lost.get()));
         let mut buf = Vec::new();
         TextEncoder::new().encode(&self.registry.gather(), &mut buf)?;
         String::from_utf8(buf).map_err(|_| MetricsError::Utf8)
@@ -285,6 +295,7 @@ mod tests {
             "meshtable_ingest_duplicates_total",
             "meshtable_ingest_queue_dropped_total",
             "meshtable_ingest_store_errors_total",
+            "meshtable_broker_messages_lost_total",
         ] {
             assert_eq!(value(&text, s), Some(0.0), "{s}");
         }
