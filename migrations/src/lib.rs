@@ -52,7 +52,7 @@ impl MigratorTrait for Migrator {
 
 #[cfg(test)]
 mod tests {
-    use sea_orm_migration::sea_orm::{ConnectionTrait, Database, Statement};
+    use sea_orm_migration::sea_orm::{ConnectionTrait, Database, DatabaseConnection, Statement};
 
     use super::*;
 
@@ -140,32 +140,43 @@ mod tests {
         result
     }
 
+    /// A node `a` of network `n` with two samples (ids 1 and 2, seq 1 and 2,
+    /// boot `b`), as the steps before the interfaces and clients moves store them.
+    const TWO_SAMPLES: &str = "INSERT INTO network (id, first_seen_ms) VALUES ('n', 1); \
+        INSERT INTO node (network, node, status, status_since_ms, first_seen_ms, last_seen_ms) \
+          VALUES ('n', 'a', 'online', 1, 1, 1); \
+        INSERT INTO sample (node_id, boot_id, seq, t_ms, time_ms, received_ms, clock_ok, \
+          uptime_ms, load1, load5, load15, cpu_user, cpu_nice, cpu_system, cpu_idle, \
+          cpu_iowait, cpu_irq, cpu_softirq, cpu_steal, mem_total, mem_available, \
+          rootfs_size, rootfs_free, dropped) VALUES \
+          (1, 'b', 1, 1, 1, 1, true, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), \
+          (1, 'b', 2, 2, 2, 2, true, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0);";
+
+    /// Runs the steps before `name`; returns how many steps from `name` on
+    /// `down` has to undo to go back there.
+    async fn up_to(db: &DatabaseConnection, name: &str) -> Result<u32, DbErr> {
+        let steps = Migrator::migrations();
+        let step = steps
+            .iter()
+            .position(|m| m.name() == name)
+            .expect("the step");
+        let count = |n: usize| <u32 as std::convert::TryFrom<usize>>::try_from(n).expect("few");
+        Migrator::up(db, Some(count(step))).await?;
+        Ok(count(steps.len() - step))
+    }
+
     /// Rows stored before `m20261130_100000_interfaces_in_sample` end up in
     /// `sample.interfaces`, sorted by name, and `down` brings them back.
     async fn interfaces_move_on(url: &str) -> Result<(), DbErr> {
         let db = Database::connect(url).await?;
-        let steps = Migrator::migrations();
-        let step = steps
-            .iter()
-            .position(|m| m.name() == "m20261130_100000_interfaces_in_sample")
-            .expect("the step");
-        let count = |n: usize| <u32 as std::convert::TryFrom<usize>>::try_from(n).expect("few");
-        Migrator::up(&db, Some(count(step))).await?;
-        db.execute_unprepared(
-            "INSERT INTO network (id, first_seen_ms) VALUES ('n', 1); \
-             INSERT INTO node (network, node, status, status_since_ms, first_seen_ms, last_seen_ms) \
-               VALUES ('n', 'a', 'online', 1, 1, 1); \
-             INSERT INTO sample (node_id, boot_id, seq, t_ms, time_ms, received_ms, clock_ok, \
-               uptime_ms, load1, load5, load15, cpu_user, cpu_nice, cpu_system, cpu_idle, \
-               cpu_iowait, cpu_irq, cpu_softirq, cpu_steal, mem_total, mem_available, \
-               rootfs_size, rootfs_free, dropped) VALUES \
-               (1, 'b', 1, 1, 1, 1, true, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), \
-               (1, 'b', 2, 2, 2, 2, true, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0); \
+        let down = up_to(&db, "m20261130_100000_interfaces_in_sample").await?;
+        db.execute_unprepared(&format!(
+            "{TWO_SAMPLES} \
              INSERT INTO interface_sample (sample_id, name, rx_bytes, tx_bytes, rx_packets, \
                tx_packets, rx_errors, tx_errors, rx_dropped, tx_dropped, rx_bps, tx_bps) VALUES \
                (2, 'wlan0', 10, 20, 3, 4, 5, 6, 7, 8, 1234.5, NULL), \
-               (2, 'br-lan', 9223372036854775807, 0, 0, 0, 0, 0, 0, 0, NULL, 8000);",
-        )
+               (2, 'br-lan', 9223372036854775807, 0, 0, 0, 0, 0, 0, 0, NULL, 8000);"
+        ))
         .await?;
         Migrator::up(&db, None).await?;
         let stored: Vec<String> = db
@@ -218,7 +229,7 @@ mod tests {
                 ]
             ]
         );
-        Migrator::down(&db, Some(count(steps.len() - step))).await?;
+        Migrator::down(&db, Some(down)).await?;
         let back = db
             .query_all_raw(Statement::from_string(
                 db.get_database_backend(),
@@ -270,26 +281,12 @@ mod tests {
     /// `down` brings back the rows of the samples that have counts.
     async fn clients_move_on(url: &str) -> Result<(), DbErr> {
         let db = Database::connect(url).await?;
-        let steps = Migrator::migrations();
-        let step = steps
-            .iter()
-            .position(|m| m.name() == "m20261201_100000_clients_in_sample")
-            .expect("the step");
-        let count = |n: usize| <u32 as std::convert::TryFrom<usize>>::try_from(n).expect("few");
-        Migrator::up(&db, Some(count(step))).await?;
-        db.execute_unprepared(
-            "INSERT INTO network (id, first_seen_ms) VALUES ('n', 1); \
-             INSERT INTO node (network, node, status, status_since_ms, first_seen_ms, last_seen_ms) \
-               VALUES ('n', 'a', 'online', 1, 1, 1); \
-             INSERT INTO sample (node_id, boot_id, seq, t_ms, time_ms, received_ms, clock_ok, \
-               uptime_ms, load1, load5, load15, cpu_user, cpu_nice, cpu_system, cpu_idle, \
-               cpu_iowait, cpu_irq, cpu_softirq, cpu_steal, mem_total, mem_available, \
-               rootfs_size, rootfs_free, dropped) VALUES \
-               (1, 'b', 1, 1, 1, 1, true, 1, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0), \
-               (1, 'b', 2, 2, 2, 2, true, 2, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0, 0); \
+        let down = up_to(&db, "m20261201_100000_clients_in_sample").await?;
+        db.execute_unprepared(&format!(
+            "{TWO_SAMPLES} \
              INSERT INTO client_count (node_id, boot_id, seq, t_ms, total, wifi24, wifi5, other) \
-               VALUES (1, 'b', 2, 2, 12, 7, 4, 1), (1, 'b', 0, 0, 99, 99, 0, 0);",
-        )
+               VALUES (1, 'b', 2, 2, 12, 7, 4, 1), (1, 'b', 0, 0, 99, 99, 0, 0);"
+        ))
         .await?;
         Migrator::up(&db, None).await?;
         type Counts = (i64, Option<i32>, Option<i32>, Option<i32>, Option<i32>);
@@ -318,7 +315,7 @@ mod tests {
                 (2, Some(12), Some(7), Some(4), Some(1))
             ]
         );
-        Migrator::down(&db, Some(count(steps.len() - step))).await?;
+        Migrator::down(&db, Some(down)).await?;
         let back = db
             .query_all_raw(Statement::from_string(
                 db.get_database_backend(),
