@@ -22,6 +22,10 @@ use crate::registry::Registry;
 /// instead of silently costing the sender its connection.
 pub const MAX_BROKER_PAYLOAD: usize = 2 * meshtable_proto::MAX_PAYLOAD;
 
+/// Segments of the embedded broker's in-memory log per subscription: the
+/// log drops one at a time, so more segments lose less at once.
+pub const SEGMENTS: usize = 8;
+
 /// Most concurrent MQTT connections: a fleet of thousands of routers plus
 /// controllers and tools.
 pub const MAX_CONNECTIONS: usize = 10_000;
@@ -143,13 +147,20 @@ pub fn reserve(addr: SocketAddr) -> Result<SocketAddr, BrokerError> {
 /// rumqttd's configuration for one plain MQTT 3.1.1 listener on `addr`,
 /// open to clients without a login.
 pub fn broker_config(addr: SocketAddr) -> rumqttd::Config {
-    broker_config_with_auth(addr, None)
+    broker_config_with_auth(addr, None, crate::config::DEFAULT_MQTT_BUFFER_MIB)
 }
 
 /// rumqttd's configuration for one plain MQTT 3.1.1 listener on `addr`.
 /// With a registry, every client must log in: as the controller, or as an
 /// enrolled node that is not revoked (see [`Registry::check_login`]).
-pub fn broker_config_with_auth(addr: SocketAddr, auth: Option<Arc<Registry>>) -> rumqttd::Config {
+/// `buffer_mib`: the in-memory log each subscription keeps of messages not
+/// yet read, in [`SEGMENTS`] segments; a subscriber further behind loses
+/// the oldest segment (counted by [`LossCounter`]).
+pub fn broker_config_with_auth(
+    addr: SocketAddr,
+    auth: Option<Arc<Registry>>,
+    buffer_mib: u32,
+) -> rumqttd::Config {
     let mut connections = ConnectionSettings {
         // Time a new TCP connection gets to send its CONNECT packet.
         connection_timeout_ms: 10_000,
@@ -185,10 +196,10 @@ pub fn broker_config_with_auth(addr: SocketAddr, auth: Option<Arc<Registry>>) ->
     let router = RouterConfig {
         max_connections: MAX_CONNECTIONS,
         max_outgoing_packet_count: 200,
-        // In-memory log per subscription filter: at most 8 x 8 MiB; a
-        // consumer further behind than that loses the oldest messages.
-        max_segment_size: 8 * 1024 * 1024,
-        max_segment_count: 8,
+        // In-memory log per subscription filter: a consumer further behind
+        // than that loses the oldest segment.
+        max_segment_size: (buffer_mib as usize * 1024 * 1024 / SEGMENTS).max(1024),
+        max_segment_count: SEGMENTS,
         custom_segment: None,
         initialized_filters: None,
         shared_subscriptions_strategy: Default::default(),
@@ -212,15 +223,17 @@ impl EmbeddedBroker {
     /// Starts rumqttd on `addr` (a concrete address, see [`reserve`]).
     /// Clients, the ingest connection first, retry until it listens.
     pub fn start(addr: SocketAddr) -> Result<EmbeddedBroker, BrokerError> {
-        EmbeddedBroker::start_with_auth(addr, None)
+        EmbeddedBroker::start_with_auth(addr, None, crate::config::DEFAULT_MQTT_BUFFER_MIB)
     }
 
-    /// [`EmbeddedBroker::start`], checking every login against `auth` when given.
+    /// [`EmbeddedBroker::start`], checking every login against `auth` when
+    /// given, with `buffer_mib` of log (see [`broker_config_with_auth`]).
     pub fn start_with_auth(
         addr: SocketAddr,
         auth: Option<Arc<Registry>>,
+        buffer_mib: u32,
     ) -> Result<EmbeddedBroker, BrokerError> {
-        let config = broker_config_with_auth(addr, auth);
+        let config = broker_config_with_auth(addr, auth, buffer_mib);
         let (tx, exited) = oneshot::channel();
         std::thread::Builder::new()
             .name("meshtable-broker".to_owned())

@@ -30,6 +30,12 @@ pub const DEFAULT_SHARE_GROUP: &str = "meshtable";
 pub const DEFAULT_DATA_DIR: &str = "./meshtable-data";
 /// Default number of missed report intervals before a node counts as offline.
 pub const DEFAULT_OFFLINE_AFTER: u32 = 3;
+
+/// Default `--mqtt-buffer`, in MiB.
+pub const DEFAULT_MQTT_BUFFER_MIB: u32 = 64;
+
+/// Largest `--mqtt-buffer`, in MiB: rumqttd holds it all in memory.
+pub const MAX_MQTT_BUFFER_MIB: u32 = 16 * 1024;
 /// Default period of the liveness sweep.
 pub const DEFAULT_SWEEP_INTERVAL: Duration = Duration::from_secs(5);
 /// Default period of the alert evaluation. Rules are stated in minutes and
@@ -237,6 +243,11 @@ pub struct ServeArgs {
     /// may connect [default: false].
     #[arg(long, value_name = "BOOL", num_args = 0..=1, default_missing_value = "true")]
     pub mqtt_allow_anonymous: Option<bool>,
+    /// Memory the embedded broker keeps for messages ingest has not read yet, in MiB; when
+    /// ingest falls further behind, the broker drops the oldest (counted in
+    /// meshtable_broker_messages_lost_total) [default: 64].
+    #[arg(long, value_name = "MIB")]
+    pub mqtt_buffer: Option<u32>,
     /// File holding a bearer token that /metrics then requires (`Authorization: Bearer ...`);
     /// without it /metrics answers loopback clients only.
     #[arg(long, value_name = "FILE")]
@@ -350,6 +361,8 @@ pub struct Layer {
     pub log: Option<String>,
     /// `--mqtt-allow-anonymous`.
     pub mqtt_allow_anonymous: Option<bool>,
+    /// `--mqtt-buffer`.
+    pub mqtt_buffer: Option<u32>,
     /// `--metrics-token-file`.
     pub metrics_token_file: Option<PathBuf>,
     /// `--mqtt-ca`.
@@ -418,6 +431,7 @@ impl Layer {
             flap_quiet,
             log,
             mqtt_allow_anonymous,
+            mqtt_buffer,
             metrics_token_file,
             mqtt_ca,
             tls_cert,
@@ -456,6 +470,7 @@ impl Layer {
             flap_quiet: args.flap_quiet,
             log: args.log.clone(),
             mqtt_allow_anonymous: args.mqtt_allow_anonymous,
+            mqtt_buffer: args.mqtt_buffer,
             metrics_token_file: args.metrics_token_file.clone(),
             mqtt_ca: args.mqtt_ca.clone(),
             tls_cert: args.tls_cert.clone(),
@@ -526,6 +541,7 @@ impl Layer {
             flap_quiet: var(lookup, "FLAP_QUIET", parse_duration)?,
             log: var(lookup, "LOG", string)?,
             mqtt_allow_anonymous: var(lookup, "MQTT_ALLOW_ANONYMOUS", parsed)?,
+            mqtt_buffer: var(lookup, "MQTT_BUFFER", parsed)?,
             metrics_token_file: var(lookup, "METRICS_TOKEN_FILE", |s| Ok(PathBuf::from(s)))?,
             mqtt_ca: var(lookup, "MQTT_CA", |s| Ok(PathBuf::from(s)))?,
             tls_cert: var(lookup, "TLS_CERT", |s| Ok(PathBuf::from(s)))?,
@@ -705,6 +721,9 @@ pub struct Config {
     pub log: String,
     /// The embedded broker lets clients without a login connect.
     pub mqtt_allow_anonymous: bool,
+    /// The embedded broker's memory for messages ingest has not read yet,
+    /// in MiB (see [`crate::broker::broker_config_with_auth`]).
+    pub mqtt_buffer_mib: u32,
     /// `/metrics` requires the bearer token in this file (read at start).
     pub metrics_token_file: Option<PathBuf>,
     /// HTTPS: the certificate chain and key files (read at start); plain
@@ -996,6 +1015,14 @@ impl Config {
         )?;
 
         let flap = flap_policy(layer)?;
+        let mqtt_buffer_mib = layer.mqtt_buffer.unwrap_or(DEFAULT_MQTT_BUFFER_MIB);
+        if !(1..=MAX_MQTT_BUFFER_MIB).contains(&mqtt_buffer_mib) {
+            return Err(invalid(
+                "--mqtt-buffer",
+                mqtt_buffer_mib,
+                format!("must be 1 to {MAX_MQTT_BUFFER_MIB} (MiB)"),
+            ));
+        }
 
         let log = layer
             .log
@@ -1019,6 +1046,7 @@ impl Config {
             flap,
             log,
             mqtt_allow_anonymous: layer.mqtt_allow_anonymous.unwrap_or(false),
+            mqtt_buffer_mib,
             metrics_token_file: layer.metrics_token_file.clone(),
             tls: TlsFiles::resolve(layer)?,
             mqtt_ca: mqtt_ca(layer)?,
@@ -1255,6 +1283,7 @@ mod tests {
                 flap: FlapPolicy::default(),
                 log: "info,rumqttd=warn".to_owned(),
                 mqtt_allow_anonymous: false,
+                mqtt_buffer_mib: 64,
                 metrics_token_file: None,
                 tls: None,
                 mqtt_ca: None,
@@ -1331,6 +1360,29 @@ mod tests {
         let layer = flags(&["--mqtt-url", "mqtt://b", "--mqtt-share-group", ""]);
         let c = Config::resolve(&layer, None).unwrap();
         assert_eq!(c.subscription_filter(), "meshtable/v1/+/+/+");
+    }
+
+    #[test]
+    fn mqtt_buffer_from_each_source_and_bounded() {
+        let default = Config::resolve(&Layer::default(), None).unwrap();
+        assert_eq!(default.mqtt_buffer_mib, DEFAULT_MQTT_BUFFER_MIB);
+        let from_flags = flags(&["--mqtt-buffer", "512"]);
+        assert_eq!(
+            from_flags,
+            env(&[("MESHTABLE_MQTT_BUFFER", "512")]).unwrap()
+        );
+        assert_eq!(from_flags, file("mqtt_buffer = 512"));
+        let c = Config::resolve(&from_flags, None).unwrap();
+        assert_eq!(c.mqtt_buffer_mib, 512);
+        for bad in ["0", "16385"] {
+            let e = Config::resolve(&flags(&["--mqtt-buffer", bad]), None)
+                .unwrap_err()
+                .to_string();
+            assert!(
+                e.contains("--mqtt-buffer") && e.contains("1 to 16384"),
+                "{e}"
+            );
+        }
     }
 
     #[test]

@@ -182,7 +182,11 @@ impl Controller {
         let mut broker = None;
         if let (Broker::Embedded { listen }, Some(addr)) = (&mut config.broker, listeners.mqtt) {
             *listen = addr;
-            broker = Some(EmbeddedBroker::start_with_auth(addr, broker_auth.clone())?);
+            broker = Some(EmbeddedBroker::start_with_auth(
+                addr,
+                broker_auth.clone(),
+                config.mqtt_buffer_mib,
+            )?);
         }
         let (stop, stop_rx) = watch::channel(false);
 
