@@ -34,14 +34,15 @@ pub const MAX_CONNECTIONS: usize = 10_000;
 /// messages its in-memory log no longer holds.
 const CURSOR_JUMP_TARGET: &str = "rumqttd::router::routing";
 
-/// Messages the embedded broker dropped for subscribers that fell behind
-/// its in-memory log (see [`LossCounter`]). One embedded broker per process.
+/// Messages the embedded broker dropped for ingest's subscription (see
+/// [`LossCounter`]). One embedded broker per process.
 static MESSAGES_LOST: AtomicU64 = AtomicU64::new(0);
 
-/// Messages the embedded broker has dropped, since the process started,
-/// for subscribers (the controller's ingest above all) that fell more than
-/// its in-memory log (`max_segment_size` x `max_segment_count`) behind.
-/// The broker had acknowledged them to their publishers.
+/// Messages the embedded broker has dropped, since the process started, for
+/// subscribers to ingest's topic filter (the controller's ingest) that fell
+/// further behind than its in-memory log holds (`--mqtt-buffer`). The
+/// broker had acknowledged them to their publishers. Subscribers to other
+/// filters have logs of their own and are not counted.
 pub fn messages_lost() -> u64 {
     MESSAGES_LOST.load(Ordering::Relaxed)
 }
@@ -54,8 +55,8 @@ pub fn messages_lost() -> u64 {
 /// further behind than the log holds, the oldest segment goes and the
 /// subscriber's read cursor jumps past it. rumqttd reports that only as a
 /// warning with both cursors (its alert carries no count), so this layer
-/// reads the number of messages skipped off that event: cursors are
-/// (segment, absolute offset).
+/// reads the number of messages skipped off that event (cursors are
+/// (segment, absolute offset)), when it concerns ingest's filter.
 #[derive(Debug, Clone, Copy, Default)]
 pub struct LossCounter;
 
@@ -78,25 +79,38 @@ impl<S: tracing::Subscriber> tracing_subscriber::Layer<S> for LossCounter {
         }
         let mut cursors = Cursors::default();
         event.record(&mut cursors);
-        if let (Some(from), Some(to)) = (cursors.request, cursors.start) {
+        if let (Some(from), Some(to), true) = (cursors.request, cursors.start, cursors.ingest) {
             MESSAGES_LOST.fetch_add(to.saturating_sub(from), Ordering::Relaxed);
         }
     }
 }
 
 /// The offsets of a cursor jump event's `request_cursor` (where the
-/// subscriber was) and `start_cursor` (where the log now starts).
+/// subscriber was) and `start_cursor` (where the log now starts), and
+/// whether its message (`error`: "... on FILTER") names ingest's filter.
 #[derive(Default)]
 struct Cursors {
     request: Option<u64>,
     start: Option<u64>,
+    ingest: bool,
 }
 
 impl tracing::field::Visit for Cursors {
+    fn record_str(&mut self, field: &tracing::field::Field, value: &str) {
+        if field.name() == "error" {
+            self.ingest = value
+                .rsplit_once(" on ")
+                .is_some_and(|(_, filter)| filter == meshtable_proto::Topic::filter(None));
+        } else {
+            self.record_debug(field, &value);
+        }
+    }
+
     fn record_debug(&mut self, field: &tracing::field::Field, value: &dyn std::fmt::Debug) {
         let slot = match field.name() {
             "request_cursor" => &mut self.request,
             "start_cursor" => &mut self.start,
+            "error" => return self.record_str(field, format!("{value:?}").trim_matches('"')),
             _ => return,
         };
         *slot = cursor_offset(&format!("{value:?}"));
@@ -268,6 +282,27 @@ impl EmbeddedBroker {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The layer counts the messages a cursor jump on ingest's filter
+    /// skipped, as rumqttd's router logs it, and ignores other filters.
+    #[test]
+    fn loss_counter_reads_jumps_on_the_ingest_filter() {
+        use tracing_subscriber::layer::SubscriberExt;
+
+        let before = messages_lost();
+        let subscriber = tracing_subscriber::registry().with(LossCounter);
+        tracing::subscriber::with_default(subscriber, || {
+            let (from, to) = ((8u64, 187_261u64), (9u64, 208_602u64));
+            let filter = meshtable_proto::Topic::filter(None);
+            let error = format!("Read cursor start jumped from {from:?} to {to:?} on {filter}");
+            tracing::warn!(target: "rumqttd::router::routing", request_cursor = ?from, start_cursor = ?to, error);
+            let error = format!("Read cursor start jumped from {from:?} to {to:?} on #");
+            tracing::warn!(target: "rumqttd::router::routing", request_cursor = ?from, start_cursor = ?to, error);
+            let error = format!("Read cursor start jumped from {from:?} to {to:?} on {filter}");
+            tracing::warn!(target: "meshtable::elsewhere", request_cursor = ?from, start_cursor = ?to, error);
+        });
+        assert_eq!(messages_lost() - before, 208_602 - 187_261);
+    }
 
     #[test]
     fn cursor_offsets_as_rumqttd_formats_them() {
