@@ -10,9 +10,9 @@ use std::time::Duration;
 use meshtable_sim::flood::{self, FloodConfig};
 use meshtable_tests::{Backend, Controller, unique, wait_for};
 
-/// The broker's log, in MiB: about 6,500 of the flood's reports (some 320
+/// The broker's log, in MiB: about 3,300 of the flood's reports (some 320
 /// bytes each with their topic).
-const BUFFER_MIB: &str = "2";
+const BUFFER_MIB: &str = "1";
 
 /// Reports published, at the broker's speed: several times what its log
 /// holds.
