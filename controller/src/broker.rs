@@ -212,7 +212,7 @@ pub fn broker_config_with_auth(
         max_outgoing_packet_count: 200,
         // In-memory log per subscription filter: a consumer further behind
         // than that loses the oldest segment.
-        max_segment_size: (buffer_mib as usize * 1024 * 1024 / SEGMENTS).max(1024),
+        max_segment_size: ((buffer_mib as usize).saturating_mul(1024 * 1024) / SEGMENTS).max(1024),
         max_segment_count: SEGMENTS,
         custom_segment: None,
         initialized_filters: None,

@@ -961,8 +961,8 @@ impl Acker {
                     lost = lost - self.lost_seen,
                     lost_total = lost,
                     "the embedded broker dropped reports it had acknowledged: ingest fell \
-                     further behind than its in-memory log holds (use an external broker \
-                     for such bursts, see README)"
+                     further behind than its in-memory log holds (raise --mqtt-buffer or use \
+                     an external broker for such bursts, see README)"
                 );
                 self.lost_seen = lost;
             }
