@@ -882,13 +882,10 @@ impl Store {
             }
             links.extend(q.all(&self.db).await?);
         }
-        let (clients, gauges) = if stats {
-            (
-                self.latest_clients(&network, None).await?,
-                self.latest_gauges(&network).await?,
-            )
+        let latest = if stats {
+            self.latest_samples(&network, None).await?
         } else {
-            (HashMap::new(), HashMap::new())
+            HashMap::new()
         };
 
         let mut views: Vec<LinkView> = links
@@ -1009,8 +1006,8 @@ impl Store {
                     uplink: uplinks.contains(&n.node),
                     gateway_nexthop: nexthop.get(&n.node).cloned(),
                     gateway_node: gateway_node(&n.node),
-                    clients: clients.get(&n.id).cloned(),
-                    gauges: gauges.get(&n.id).copied(),
+                    clients: latest.get(&n.id).and_then(|l| l.clients.clone()),
+                    gauges: latest.get(&n.id).map(|l| l.gauges),
                     node: n.node,
                 }
             })
@@ -1061,23 +1058,28 @@ impl Store {
                 .collect(),
             gateway: g.gateway.clone(),
             uplink: g.uplink,
-            clients: self.latest_clients(network, Some(id)).await?.remove(&id),
+            clients: self
+                .latest_samples(network, Some(id))
+                .await?
+                .remove(&id)
+                .and_then(|l| l.clients),
         }))
     }
 
-    /// The client counts of each node's latest report, for the nodes of a
-    /// network (`only`: one node id) whose latest report had them. One
+    /// The gauges and client counts (when it had them) of each node's latest
+    /// report, for the nodes of a network (`only`: one node id). One
     /// statement (one indexed lookup per node).
-    async fn latest_clients(
+    async fn latest_samples(
         &self,
         network: &str,
         only: Option<i64>,
-    ) -> Result<HashMap<i64, Clients>, StoreError> {
+    ) -> Result<HashMap<i64, LatestSample>, StoreError> {
         let mut values: Vec<Value> = vec![network.into()];
         let mut sql = format!(
-            "SELECT s.node_id, s.clients_total, s.clients_wifi24, s.clients_wifi5, \
+            "SELECT s.node_id, s.t_ms, s.load1, s.mem_total, s.mem_available, s.rootfs_size, \
+             s.rootfs_free, s.uptime_ms, s.clients_total, s.clients_wifi24, s.clients_wifi5, \
              s.clients_other FROM sample s JOIN node n ON s.node_id = n.id \
-             WHERE n.network = {} AND s.id = {LATEST_SAMPLE_ID} AND s.clients_total IS NOT NULL",
+             WHERE n.network = {} AND s.id = {LATEST_SAMPLE_ID}",
             self.sql_param(1)
         );
         if let Some(id) = only {
@@ -1085,59 +1087,50 @@ impl Store {
             values.push(id.into());
         }
         let rows = self.raw_rows(sql, values).await?;
-        let n = |v: i32| u32::try_from(v).unwrap_or(0);
-        let mut out = HashMap::new();
-        for row in rows {
-            out.insert(
-                row.try_get("", "node_id")?,
-                Clients {
-                    total: n(row.try_get("", "clients_total")?),
-                    wifi_24: n(row.try_get("", "clients_wifi24")?),
-                    wifi_5: n(row.try_get("", "clients_wifi5")?),
-                    other: n(row.try_get("", "clients_other")?),
-                    ids: Vec::new(),
-                },
-            );
-        }
-        Ok(out)
-    }
-
-    /// The gauges of each node's latest sample, for the nodes of a network.
-    /// One statement (one indexed lookup per node).
-    async fn latest_gauges(&self, network: &str) -> Result<HashMap<i64, NodeGauges>, StoreError> {
-        let sql = format!(
-            "SELECT s.node_id, s.t_ms, s.load1, s.mem_total, s.mem_available, s.rootfs_size, \
-             s.rootfs_free, s.uptime_ms FROM sample s JOIN node n ON s.node_id = n.id \
-             WHERE n.network = {} AND s.id = {LATEST_SAMPLE_ID}",
-            self.sql_param(1)
-        );
-        let rows = self.raw_rows(sql, vec![Value::from(network)]).await?;
         let ratio = |free: i64, whole: i64| {
             (whole > 0).then(|| (1.0 - free as f64 / whole as f64).clamp(0.0, 1.0))
         };
+        let count = |v: i32| u32::try_from(v).unwrap_or(0);
         let mut out = HashMap::new();
         for row in rows {
             let t_ms: i64 = row.try_get("", "t_ms")?;
             let uptime: i64 = row.try_get("", "uptime_ms")?;
+            let clients = match row.try_get::<Option<i32>>("", "clients_total")? {
+                Some(total) => Some(Clients {
+                    total: count(total),
+                    wifi_24: count(row.try_get("", "clients_wifi24")?),
+                    wifi_5: count(row.try_get("", "clients_wifi5")?),
+                    other: count(row.try_get("", "clients_other")?),
+                    ids: Vec::new(),
+                }),
+                None => None,
+            };
+            let gauges = NodeGauges {
+                t_ms,
+                load1: row.try_get("", "load1")?,
+                memory_usage: ratio(
+                    row.try_get("", "mem_available")?,
+                    row.try_get("", "mem_total")?,
+                ),
+                rootfs_usage: ratio(
+                    row.try_get("", "rootfs_free")?,
+                    row.try_get("", "rootfs_size")?,
+                ),
+                boot_ms: t_ms.saturating_sub(uptime),
+            };
             out.insert(
                 row.try_get::<i64>("", "node_id")?,
-                NodeGauges {
-                    t_ms,
-                    load1: row.try_get("", "load1")?,
-                    memory_usage: ratio(
-                        row.try_get("", "mem_available")?,
-                        row.try_get("", "mem_total")?,
-                    ),
-                    rootfs_usage: ratio(
-                        row.try_get("", "rootfs_free")?,
-                        row.try_get("", "rootfs_size")?,
-                    ),
-                    boot_ms: t_ms.saturating_sub(uptime),
-                },
+                LatestSample { gauges, clients },
             );
         }
         Ok(out)
     }
+}
+
+/// What the graph shows of a node's latest report.
+struct LatestSample {
+    gauges: NodeGauges,
+    clients: Option<Clients>,
 }
 
 /// The reports of a batch to hand to [`record_reports`]: (node id, series
