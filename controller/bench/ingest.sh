@@ -11,7 +11,7 @@
 # Starts a Mosquitto of its own (the `mosquitto` binary) on a free port, with
 # the limits deploy/mosquitto/mosquitto.conf sets for a controller's broker:
 # $INFLIGHT messages in flight to a subscriber (max_inflight_messages,
-# default 4000, and 16 MiB at most) and no cap on its queue
+# default 16000, and 32 MiB at most) and no cap on its queue
 # (max_queued_messages 0), so the flood runs ungated (WINDOW=0). MQTT_URL=mqtt://host:port uses that broker instead
 # (then set WINDOW=400 on one with Mosquitto's default queue of 1000, which
 # drops beyond it). PostgreSQL at $PG_ADMIN_URL (default
@@ -23,7 +23,7 @@ cd "$(dirname "$0")/../.."
 REPORTS=${REPORTS:-100000}
 NODES=${NODES:-1000}
 WINDOW=${WINDOW:-0}
-INFLIGHT=${INFLIGHT:-4000}
+INFLIGHT=${INFLIGHT:-16000}
 MQTT_URL=${MQTT_URL:-}
 PG_ADMIN_URL=${PG_ADMIN_URL-postgres://postgres@127.0.0.1:5432/test}
 BACKENDS=${BACKENDS:-sqlite,postgres}
@@ -55,7 +55,7 @@ listener $mport 127.0.0.1
 allow_anonymous true
 persistence false
 max_inflight_messages $INFLIGHT
-max_inflight_bytes 16777216
+max_inflight_bytes 33554432
 max_queued_messages 0
 message_size_limit 131072
 log_dest none

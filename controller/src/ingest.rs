@@ -62,8 +62,8 @@ use crate::registry::Registry;
 
 /// Capacity of the channel between the event loop and the decoder: at
 /// least the in-flight window `deploy/mosquitto/mosquitto.conf` gives the
-/// controller (4000), so that the event loop never waits on the decoder.
-pub const QUEUE_CAPACITY: usize = 4096;
+/// controller (16000), so that the event loop never waits on the decoder.
+pub const QUEUE_CAPACITY: usize = 16384;
 
 /// Most messages in one batch: half the in-flight window the deployed
 /// broker gives the controller, so that one batch fills while the other
@@ -71,9 +71,11 @@ pub const QUEUE_CAPACITY: usize = 4096;
 /// writing each node's row, anchor and base) is shared by all of a batch's
 /// reports, so a backlog (a controller catching up after a restart or an
 /// outage) drains faster in large batches: 2000 against 500 measured 35 %
-/// more reports/s on SQLite and 45 % on PostgreSQL
-/// (`controller/bench/ingest.sh`, 1,000 nodes).
-pub const BATCH_MAX: usize = 2000;
+/// more reports/s on SQLite and 45 % on PostgreSQL, 8000 against 2000
+/// another 22-34 % and 13-15 %, and 16000 no more than 8000
+/// (`controller/bench/ingest.sh`, 1,000 nodes). A flood's backlog then
+/// peaks at some 250 MiB of controller RSS, against 190 MiB with 2000.
+pub const BATCH_MAX: usize = 8000;
 
 /// Decoded parts that wait for each committer at most.
 pub const PIPELINE_DEPTH: usize = 1;
