@@ -83,7 +83,7 @@ if [[ "$BACKENDS" == *sqlite* ]]; then
     url="sqlite://$tmp/bench.db"
     register "$url" "$net"
     "$BENCH" --meshtable "$BIN" --database-url "$url" --network "$net" --mqtt-url "$MQTT_URL" \
-        --reports "$REPORTS" --nodes "$NODES" --window "$WINDOW" --label sqlite
+        --reports "$REPORTS" --nodes "$NODES" --window "$WINDOW" --label sqlite ${mosq:+--broker-pid $mosq}
 fi
 
 if [[ "$BACKENDS" != *postgres* ]]; then
@@ -94,7 +94,7 @@ elif [ -n "$PG_ADMIN_URL" ]; then
     net="bench-pg-$$"
     register "$url" "$net"
     "$BENCH" --meshtable "$BIN" --database-url "$url" --network "$net" --mqtt-url "$MQTT_URL" \
-        --reports "$REPORTS" --nodes "$NODES" --window "$WINDOW" --label postgresql
+        --reports "$REPORTS" --nodes "$NODES" --window "$WINDOW" --label postgresql ${mosq:+--broker-pid $mosq}
 else
     echo "postgresql skipped: PG_ADMIN_URL is empty"
 fi

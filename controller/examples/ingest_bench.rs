@@ -21,9 +21,17 @@
 //! figure is then what it sustains without losing anything; the ceiling is
 //! the broker's rate to a consumer that does no work.
 //!
+//! 3. CPU per report, from `/proc`: the controller's in step 2, and this
+//!    process's (publisher, counting subscriber, database polls) and the
+//!    broker's (`--broker-pid`) in both steps. From them it prints what the
+//!    broker and the bench alone would take at half the ceiling: on a small
+//!    machine they leave the controller too little for 50 %, whatever it
+//!    does.
+//!
 //! ```text
 //! ingest_bench --meshtable target/release/meshtable --database-url URL --network NET
 //!     [--mqtt-url mqtt://127.0.0.1:1883] [--reports 100000] [--nodes 1000] [--window 400]
+//!     [--broker-pid PID]
 //! ```
 
 use std::path::PathBuf;
@@ -44,6 +52,7 @@ struct Args {
     nodes: u32,
     window: u64,
     label: String,
+    broker_pid: Option<u32>,
 }
 
 fn args() -> anyhow::Result<Args> {
@@ -56,6 +65,7 @@ fn args() -> anyhow::Result<Args> {
         nodes: 1000,
         window: 400,
         label: String::new(),
+        broker_pid: None,
     };
     let mut it = std::env::args().skip(1);
     while let Some(flag) = it.next() {
@@ -69,6 +79,7 @@ fn args() -> anyhow::Result<Args> {
             "--nodes" => a.nodes = value()?.parse()?,
             "--window" => a.window = value()?.parse()?,
             "--label" => a.label = value()?,
+            "--broker-pid" => a.broker_pid = Some(value()?.parse()?),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -105,6 +116,19 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok());
     let hz = 100.0;
     ticks(14).unwrap_or(0.0) / hz + ticks(15).unwrap_or(0.0) / hz
+}
+
+/// CPU seconds of this process and of the broker (0 without its pid).
+fn bench_and_broker_cpu(a: &Args) -> (f64, f64) {
+    (
+        cpu_seconds(std::process::id()),
+        a.broker_pid.map_or(0.0, cpu_seconds),
+    )
+}
+
+/// Microseconds of CPU per report.
+fn per_report(seconds: f64, reports: u64) -> f64 {
+    seconds * 1e6 / reports.max(1) as f64
 }
 
 /// The controller process; killed on drop.
@@ -223,9 +247,15 @@ async fn main() -> anyhow::Result<()> {
         since_rx,
     ));
     ready_rx.await.context("ceiling subscriber")?;
+    let (bench0, broker0) = bench_and_broker_cpu(&a);
     since_tx.send_replace(Some(Instant::now()));
     let published = flood::flood(flood_config(&host, port, &ceiling_net, &a, "c")).await?;
     let ceiling = counter.await??;
+    let (bench1, broker1) = bench_and_broker_cpu(&a);
+    let ceiling_cpu = (
+        per_report(bench1 - bench0, ceiling.received),
+        per_report(broker1 - broker0, ceiling.received),
+    );
     println!(
         "[{}] ceiling: published {} at {:.0}/s; plain subscriber received {} at {:.0}/s",
         a.label,
@@ -260,6 +290,7 @@ async fn main() -> anyhow::Result<()> {
         cfg.gate = Some(gate_rx);
     }
     let cpu0 = cpu_seconds(pid);
+    let (bench0, broker0) = bench_and_broker_cpu(&a);
     let start = Instant::now();
     since_tx.send_replace(Some(start));
     let flood_task = tokio::spawn(flood::flood(cfg));
@@ -289,6 +320,7 @@ async fn main() -> anyhow::Result<()> {
         tokio::time::sleep(Duration::from_millis(2)).await;
     };
     let cpu = cpu_seconds(pid) - cpu0;
+    let (bench1, broker1) = bench_and_broker_cpu(&a);
     if done_at.is_none() {
         // Lost at the broker: the gate will not open again.
         flood_task.abort();
@@ -326,8 +358,29 @@ async fn main() -> anyhow::Result<()> {
         seen.received,
         seen.rate(),
         cpu,
-        cpu * 1e6 / count.max(1) as f64
+        per_report(cpu, count)
     );
+    let (bench_us, broker_us) = (
+        per_report(bench1 - bench0, count),
+        per_report(broker1 - broker0, count),
+    );
+    if a.broker_pid.is_some() {
+        let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
+        let half = ceiling.rate() / 2.0;
+        let need = half * (broker_us + bench_us) / 1e6;
+        println!(
+            "[{}] at half the ceiling ({half:.0}/s) the broker and this bench (publisher, \
+             counting subscriber, polls) would take {need:.2} of {cores} cores ({broker_us:.1} + \
+             {bench_us:.1} us per report beside the controller; {:.1} + {:.1} us in the ceiling \
+             run), leaving {:.1} us per report for the controller and its database; the \
+             controller took {:.1} us",
+            a.label,
+            ceiling_cpu.1,
+            ceiling_cpu.0,
+            (cores as f64 - need).max(0.0) / half * 1e6,
+            per_report(cpu, count),
+        );
+    }
     println!(
         "[{}] RESULT ceiling {:.0}/s  controller {:.0}/s  = {:.0} % of the ceiling",
         a.label,
