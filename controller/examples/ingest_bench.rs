@@ -21,9 +21,11 @@
 //! figure is then what it sustains without losing anything; the ceiling is
 //! the broker's rate to a consumer that does no work.
 //!
-//! 3. CPU per report, from `/proc`: the controller's in step 2, and this
-//!    process's (publisher, counting subscriber, database polls) and the
-//!    broker's (`--broker-pid`) in both steps. From them it prints what the
+//! 3. CPU per report, from `/proc`: the controller's and a local
+//!    PostgreSQL server's (all `postgres` processes of the machine, so
+//!    meaningful on an otherwise idle server) in step 2, and this process's (publisher,
+//!    counting subscriber, database polls) and the broker's
+//!    (`--broker-pid`) in both steps. From them it prints what the
 //!    broker and the bench alone would take at half the ceiling: on a small
 //!    machine they leave the controller too little for 50 %, whatever it
 //!    does.
@@ -116,6 +118,31 @@ fn cpu_seconds(pid: u32) -> f64 {
     let ticks = |i: usize| fields.get(i - 3).and_then(|v| v.parse::<f64>().ok());
     let hz = 100.0;
     ticks(14).unwrap_or(0.0) / hz + ticks(15).unwrap_or(0.0) / hz
+}
+
+/// CPU seconds of every local PostgreSQL server process by pid (none when
+/// the server runs elsewhere).
+fn postgres_cpu() -> std::collections::HashMap<u32, f64> {
+    let Ok(dir) = std::fs::read_dir("/proc") else {
+        return Default::default();
+    };
+    dir.flatten()
+        .filter_map(|e| e.file_name().to_str()?.parse::<u32>().ok())
+        .filter(|pid| {
+            std::fs::read_to_string(format!("/proc/{pid}/comm"))
+                .is_ok_and(|c| c.trim() == "postgres")
+        })
+        .map(|pid| (pid, cpu_seconds(pid)))
+        .collect()
+}
+
+/// CPU seconds the local PostgreSQL server spent between two
+/// [`postgres_cpu`] readings (a process started between them counts whole).
+fn postgres_cpu_since(before: &std::collections::HashMap<u32, f64>) -> f64 {
+    postgres_cpu()
+        .into_iter()
+        .map(|(pid, cpu)| cpu - before.get(&pid).copied().unwrap_or(0.0))
+        .sum()
 }
 
 /// CPU seconds of this process and of the broker (0 without its pid).
@@ -291,6 +318,12 @@ async fn main() -> anyhow::Result<()> {
     }
     let cpu0 = cpu_seconds(pid);
     let (bench0, broker0) = bench_and_broker_cpu(&a);
+    let postgres = a.database_url.starts_with("postgres");
+    let pg0 = if postgres {
+        postgres_cpu()
+    } else {
+        Default::default()
+    };
     let start = Instant::now();
     since_tx.send_replace(Some(start));
     let flood_task = tokio::spawn(flood::flood(cfg));
@@ -321,6 +354,11 @@ async fn main() -> anyhow::Result<()> {
     };
     let cpu = cpu_seconds(pid) - cpu0;
     let (bench1, broker1) = bench_and_broker_cpu(&a);
+    let pg_cpu = if postgres {
+        postgres_cpu_since(&pg0)
+    } else {
+        0.0
+    };
     if done_at.is_none() {
         // Lost at the broker: the gate will not open again.
         flood_task.abort();
@@ -350,7 +388,7 @@ async fn main() -> anyhow::Result<()> {
     println!(
         "[{}] controller: {count} reports committed in {secs:.2} s = {rate:.0}/s \
          (published {} at {:.0}/s, gate window {}; the subscriber beside it received {} at {:.0}/s); \
-         controller CPU {:.2} s = {:.0} us/report",
+         controller CPU {:.2} s = {:.0} us/report{}",
         a.label,
         published.acked,
         published.rate(),
@@ -358,7 +396,15 @@ async fn main() -> anyhow::Result<()> {
         seen.received,
         seen.rate(),
         cpu,
-        per_report(cpu, count)
+        per_report(cpu, count),
+        if pg_cpu > 0.0 {
+            format!(
+                ", local PostgreSQL server CPU {pg_cpu:.2} s = {:.0} us/report",
+                per_report(pg_cpu, count)
+            )
+        } else {
+            String::new()
+        }
     );
     let (bench_us, broker_us) = (
         per_report(bench1 - bench0, count),
@@ -372,13 +418,13 @@ async fn main() -> anyhow::Result<()> {
             "[{}] at half the ceiling ({half:.0}/s) the broker and this bench (publisher, \
              counting subscriber, polls) would take {need:.2} of {cores} cores ({broker_us:.1} + \
              {bench_us:.1} us per report beside the controller; {:.1} + {:.1} us in the ceiling \
-             run), leaving {:.1} us per report for the controller and its database; the \
-             controller took {:.1} us",
+             run), leaving {:.1} us per report for the controller and its database; they \
+             took {:.1} us",
             a.label,
             ceiling_cpu.1,
             ceiling_cpu.0,
             (cores as f64 - need).max(0.0) / half * 1e6,
-            per_report(cpu, count),
+            per_report(cpu + pg_cpu, count),
         );
     }
     println!(
