@@ -21,14 +21,13 @@
 //! figure is then what it sustains without losing anything; the ceiling is
 //! the broker's rate to a consumer that does no work.
 //!
-//! 3. CPU per report, from `/proc`: the controller's and a local
+//! 3. CPU per report, from `/proc`: in step 2 the controller's and a local
 //!    PostgreSQL server's (all `postgres` processes of the machine, so
-//!    meaningful on an otherwise idle server) in step 2, and this process's (publisher,
-//!    counting subscriber, database polls) and the broker's
-//!    (`--broker-pid`) in both steps. From them it prints what the
-//!    broker and the bench alone would take at half the ceiling: on a small
-//!    machine they leave the controller too little for 50 %, whatever it
-//!    does.
+//!    meaningful on an otherwise idle server); in both steps this
+//!    process's (publisher, counting subscriber, database polls) and the
+//!    broker's (`--broker-pid`). From them it prints what the broker and the
+//!    bench alone would take at half the ceiling: on a small machine they
+//!    leave the controller too little for 50 %, whatever it does.
 //!
 //! ```text
 //! ingest_bench --meshtable target/release/meshtable --database-url URL --network NET
