@@ -13,11 +13,11 @@
 //!                                                     batch committed, then acks it
 //! ```
 //!
-//! The decoder takes up to [`BATCH_MAX`] messages at a time (what waits,
-//! plus what arrives within [`BATCH_LINGER`]) and splits their reports by
-//! node among the committers: one on SQLite, which has one writer anyway,
-//! [`POSTGRES_COMMITTERS`] on PostgreSQL, whose transactions run side by
-//! side. A node's reports always go to the same committer, so they are
+//! The decoder takes up to [`BATCH_MAX`] messages (and [`BATCH_MAX_BYTES`])
+//! at a time (what waits, plus what arrives within [`BATCH_LINGER`]) and
+//! splits their reports by node among the committers: one on SQLite, which
+//! has one writer anyway, [`POSTGRES_COMMITTERS`] on PostgreSQL, whose
+//! transactions run side by side. A node's reports always go to the same committer, so they are
 //! stored in the order they came. Each committer records its part with one
 //! [`Store::record_batch`], which has the effect of storing them one by one.
 //! Decoding, committing and acking run side by side: while one batch
@@ -76,6 +76,12 @@ pub const QUEUE_CAPACITY: usize = 16384;
 /// (`controller/bench/ingest.sh`, 1,000 nodes). A flood's backlog then
 /// peaks at some 250 MiB of controller RSS, against 190 MiB with 2000.
 pub const BATCH_MAX: usize = 8000;
+
+/// Most payload bytes in one batch: a batch also ends once its messages
+/// carry this much, so that [`BATCH_MAX`] reports of the largest size the
+/// wire format allows (64 KiB) do not hold 512 MiB at once. 8000 typical
+/// reports (about 2 KiB each) stay under it.
+pub const BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
 
 /// Decoded parts that wait for each committer at most.
 pub const PIPELINE_DEPTH: usize = 1;
@@ -735,15 +741,17 @@ impl Decoder {
         self.tickets.send(Ticket { items, parts }).await.is_ok()
     }
 
-    /// Takes up to [`BATCH_MAX`] messages: what waits, what arrives within
-    /// [`BATCH_LINGER`] after the first, and what arrives while the
-    /// previous batch is still being stored. A retained message for a node that an
-    /// earlier message of the batch names ends the batch (it starts the
-    /// next one): whether it is news depends on what the batch stores.
+    /// Takes up to [`BATCH_MAX`] messages and [`BATCH_MAX_BYTES`] of
+    /// payload: what waits, what arrives within [`BATCH_LINGER`] after the
+    /// first, and what arrives while the previous batch is still being
+    /// stored. A retained message for a node that an earlier message of the
+    /// batch names ends the batch (it starts the next one): whether it is
+    /// news depends on what the batch stores.
     async fn take_batch(&mut self, first: Item) -> Vec<Taken> {
         let deadline = tokio::time::Instant::now() + BATCH_LINGER;
         let mut nodes: HashSet<(String, String)> = HashSet::new();
         let mut batch = Vec::new();
+        let mut bytes = 0;
         let mut next = Some(first);
         while let Some(item) = next.take() {
             let verified = self
@@ -781,8 +789,9 @@ impl Decoder {
                     }
                 }
             };
+            bytes += item.publish.payload.len();
             batch.push(Taken { item, report });
-            if batch.len() >= BATCH_MAX {
+            if batch.len() >= BATCH_MAX || bytes >= BATCH_MAX_BYTES {
                 break;
             }
             next = match self.rx.try_recv() {
@@ -977,6 +986,50 @@ mod tests {
     use meshtable_proto::{Telemetry, encode_cbor, encode_json, examples};
 
     use super::*;
+
+    /// A batch of large messages ends at [`BATCH_MAX_BYTES`], before
+    /// [`BATCH_MAX`]; the rest starts the next one.
+    #[tokio::test]
+    async fn a_batch_ends_at_its_byte_cap() {
+        let store = Store::connect("sqlite::memory:").await.unwrap();
+        let registry = Arc::new(Registry::load(store.clone()).await.unwrap());
+        let (tx, rx) = mpsc::channel(QUEUE_CAPACITY);
+        let (part, _parts) = mpsc::channel(1);
+        let (tickets, _tickets) = mpsc::channel(1);
+        let (_committed_tx, committed) = watch::channel(0);
+        let mut decoder = Decoder {
+            rx,
+            store,
+            metrics: Arc::new(Metrics::new().unwrap()),
+            registry,
+            held: None,
+            reassembly: Reassembly::new(),
+            parts: vec![part],
+            tickets,
+            sent: 0,
+            committed,
+        };
+        let size = 64 * 1024;
+        let fit = BATCH_MAX_BYTES / size;
+        assert!(fit < BATCH_MAX);
+        for i in 0..fit + 10 {
+            let publish = Publish::new(
+                format!("meshtable/v1/net/n{i}/telemetry"),
+                QoS::AtLeastOnce,
+                vec![0u8; size],
+            );
+            let item = Item {
+                publish,
+                received_ms: 0,
+                epoch: 0,
+            };
+            tx.send(item).await.unwrap();
+        }
+        let first = decoder.rx.recv().await.unwrap();
+        assert_eq!(decoder.take_batch(first).await.len(), fit);
+        let first = decoder.rx.recv().await.unwrap();
+        assert_eq!(decoder.take_batch(first).await.len(), 10);
+    }
 
     fn telemetry(node: &str) -> Telemetry {
         Telemetry {
