@@ -17,11 +17,11 @@
 //! at a time (what waits, plus what arrives within [`BATCH_LINGER`]) and
 //! splits their reports by node among the committers: one on SQLite, which
 //! has one writer anyway, [`POSTGRES_COMMITTERS`] on PostgreSQL, whose
-//! transactions run side by side. A node's reports always go to the same committer, so they are
-//! stored in the order they came. Each committer records its part with one
-//! [`Store::record_batch`], which has the effect of storing them one by one.
-//! Decoding, committing and acking run side by side: while one batch
-//! commits, the next is decoded.
+//! transactions run side by side. A node's reports always go to the same
+//! committer, so they are stored in the order they came. Each committer
+//! records its part with one [`Store::record_batch`], which has the effect
+//! of storing them one by one. Decoding, committing and acking run side by
+//! side: while one batch commits, the next is decoded.
 //!
 //! Invariants:
 //! - A message is acknowledged only after its batch committed (or once it is
