@@ -317,12 +317,7 @@ async fn main() -> anyhow::Result<()> {
     }
     let cpu0 = cpu_seconds(pid);
     let (bench0, broker0) = bench_and_broker_cpu(&a);
-    let postgres = a.database_url.starts_with("postgres");
-    let pg0 = if postgres {
-        postgres_cpu()
-    } else {
-        Default::default()
-    };
+    let pg0 = a.database_url.starts_with("postgres").then(postgres_cpu);
     let start = Instant::now();
     since_tx.send_replace(Some(start));
     let flood_task = tokio::spawn(flood::flood(cfg));
@@ -353,11 +348,7 @@ async fn main() -> anyhow::Result<()> {
     };
     let cpu = cpu_seconds(pid) - cpu0;
     let (bench1, broker1) = bench_and_broker_cpu(&a);
-    let pg_cpu = if postgres {
-        postgres_cpu_since(&pg0)
-    } else {
-        0.0
-    };
+    let pg_cpu = pg0.as_ref().map_or(0.0, postgres_cpu_since);
     if done_at.is_none() {
         // Lost at the broker: the gate will not open again.
         flood_task.abort();
