@@ -251,6 +251,11 @@ pub(crate) const KNOWN_NODES_MAX: usize = 1_000_000;
 /// Nodes whose latest sample the cache keeps at most; beyond, it starts over.
 const PREV_CACHE_MAX: usize = 100_000;
 
+/// Most seqs apart two keys of one boot may lie and still be probed together
+/// (see `Store::lookup_keys`): a probe reads the stored samples between
+/// them, so a wider gap starts a new run instead.
+const RUN_GAP: i64 = 64;
+
 /// What the database holds for one telemetry key of the batch.
 #[derive(Default)]
 struct KeyLookup {
@@ -620,55 +625,104 @@ impl Store {
 
     /// Step 3: for each telemetry key, whether it is stored, and the stored
     /// sample of the same boot with the largest seq below it.
+    ///
+    /// A backlog brings many reports of each boot in one batch (a node's
+    /// spool after an outage, or a controller catching up), mostly with
+    /// consecutive seqs. So the keys are probed by *run*: the keys of one
+    /// boot whose seqs lie at most [`RUN_GAP`] apart. Each run costs two
+    /// index probes whatever its length: the stored samples with a seq in
+    /// the run's range, and the stored sample just below the range.
     async fn lookup_keys(
         &self,
         txn: &DatabaseTransaction,
         keys: &[SampleKey],
     ) -> Result<HashMap<SampleKey, KeyLookup>, StoreError> {
         let backend = txn.get_database_backend();
-        let mut out = HashMap::with_capacity(keys.len());
-        for chunk in keys.chunks(MAX_PARAMS / 3) {
+        let mut sorted: Vec<&SampleKey> = keys.iter().collect();
+        sorted.sort_unstable();
+        // (node id, boot id, lowest seq, highest seq), and each key's run.
+        let mut runs: Vec<(i64, &str, i64, i64)> = Vec::new();
+        let mut run_of: Vec<(&SampleKey, usize)> = Vec::with_capacity(sorted.len());
+        for key in sorted {
+            let (node_id, boot_id, seq) = key;
+            match runs.last_mut() {
+                Some(run) if run.0 == *node_id && run.1 == boot_id && seq - run.3 <= RUN_GAP => {
+                    run.3 = *seq;
+                }
+                _ => runs.push((*node_id, boot_id, *seq, *seq)),
+            }
+            run_of.push((key, runs.len() - 1));
+        }
+
+        // (node id, boot id) -> seq -> (sample id, uptime) of the stored
+        // samples in the runs; (node id, boot id, lowest seq) of each run ->
+        // the id of the stored sample below it.
+        let mut stored: HashMap<(i64, String), BTreeMap<i64, (i64, i64)>> = HashMap::new();
+        let mut below: HashMap<(i64, String, i64), i64> = HashMap::new();
+        for chunk in runs.chunks(MAX_PARAMS / 4) {
             let (source, values) = row_source(
                 backend,
                 chunk
                     .iter()
-                    .map(|(node_id, boot_id, seq)| {
+                    .map(|&(node_id, boot_id, lo, hi)| {
                         vec![
-                            Value::from(*node_id),
-                            Value::from(boot_id.clone()),
-                            Value::from(*seq),
+                            Value::from(node_id),
+                            Value::from(boot_id.to_owned()),
+                            Value::from(lo),
+                            Value::from(hi),
                         ]
                     })
                     .collect(),
             );
             let sql = format!(
-                "WITH k(node_id, boot_id, seq) AS ({source}) \
-                 SELECT k.node_id, k.boot_id, k.seq, \
-                 (SELECT s.uptime_ms FROM sample s \
-                   WHERE s.node_id = k.node_id AND s.boot_id = k.boot_id AND s.seq = k.seq) \
-                   AS stored_uptime, \
+                "WITH r(node_id, boot_id, lo, hi) AS ({source}) \
+                 SELECT 0 AS below, s.node_id, s.boot_id, s.seq, s.id, s.uptime_ms \
+                 FROM r JOIN sample s ON s.node_id = r.node_id AND s.boot_id = r.boot_id \
+                   AND s.seq BETWEEN r.lo AND r.hi \
+                 UNION ALL \
+                 SELECT 1, r.node_id, r.boot_id, r.lo, \
                  (SELECT s.id FROM sample s \
-                   WHERE s.node_id = k.node_id AND s.boot_id = k.boot_id AND s.seq < k.seq \
-                   ORDER BY s.seq DESC LIMIT 1) AS prev_id \
-                 FROM k"
+                   WHERE s.node_id = r.node_id AND s.boot_id = r.boot_id AND s.seq < r.lo \
+                   ORDER BY s.seq DESC LIMIT 1), NULL \
+                 FROM r"
             );
             let rows = txn
                 .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
                 .await?;
             for row in rows {
-                let key: SampleKey = (
-                    row.try_get("", "node_id")?,
-                    row.try_get("", "boot_id")?,
-                    row.try_get("", "seq")?,
-                );
-                out.insert(
-                    key,
-                    KeyLookup {
-                        stored_uptime: row.try_get("", "stored_uptime")?,
-                        prev_id: row.try_get("", "prev_id")?,
-                    },
-                );
+                let node_id: i64 = row.try_get("", "node_id")?;
+                let boot_id: String = row.try_get("", "boot_id")?;
+                let seq: i64 = row.try_get("", "seq")?;
+                let id: Option<i64> = row.try_get("", "id")?;
+                let uptime: Option<i64> = row.try_get("", "uptime_ms")?;
+                match (row.try_get::<i32>("", "below")?, id, uptime) {
+                    (0, Some(id), Some(uptime)) => {
+                        stored
+                            .entry((node_id, boot_id))
+                            .or_default()
+                            .insert(seq, (id, uptime));
+                    }
+                    (_, Some(id), _) => {
+                        below.insert((node_id, boot_id, seq), id);
+                    }
+                    _ => {}
+                }
             }
+        }
+
+        let mut out = HashMap::with_capacity(keys.len());
+        for (key, run) in run_of {
+            let (node_id, boot_id, seq) = key;
+            let lo = runs[run].2;
+            let in_run = stored.get(&(*node_id, boot_id.clone()));
+            let lookup = KeyLookup {
+                stored_uptime: in_run.and_then(|s| s.get(seq)).map(|&(_, uptime)| uptime),
+                prev_id: in_run
+                    .and_then(|s| s.range(lo..*seq).next_back())
+                    .map(|(_, &(id, _))| id)
+                    .or_else(|| below.get(&(*node_id, boot_id.clone(), lo)).copied()),
+            };
+            out.insert(key.clone(), lookup);
         }
         Ok(out)
     }

@@ -28,9 +28,9 @@ type Msg = (String, String, Report, i64);
 
 /// A random sequence of hello, state and telemetry messages over a few
 /// nodes, with what makes batching hard: redeliveries and reused keys
-/// (duplicates, also close together), reports out of seq order, counters
-/// that go down, interfaces that come and go, reception times that go back,
-/// status flips and invalid reports.
+/// (duplicates, also close together), reports out of seq order and far
+/// apart, counters that go down, interfaces that come and go, reception
+/// times that go back, status flips and invalid reports.
 fn messages(rng: &mut StdRng, n: usize) -> Vec<Msg> {
     let mut out = Vec::with_capacity(n);
     for i in 0..n {
@@ -52,7 +52,13 @@ fn messages(rng: &mut StdRng, n: usize) -> Vec<Msg> {
                 ..examples::state_offline_v1()
             }),
             _ => {
-                let seq: u64 = rng.random_range(0..8);
+                // Mostly close together; sometimes far apart, so that the
+                // writer's lookups probe a boot's keys in several runs.
+                let seq: u64 = if rng.random_bool(0.15) {
+                    rng.random_range(0..300)
+                } else {
+                    rng.random_range(0..8)
+                };
                 // Mostly a redelivery of the same report; sometimes another
                 // report under the same key.
                 let uptime = seq * 10_000 + if rng.random_bool(0.1) { 7 } else { 0 };
