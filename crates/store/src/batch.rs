@@ -12,8 +12,9 @@
 //!    that concurrent writers of the same nodes wait instead of losing
 //!    updates; SQLite's write transaction excludes other writers anyway);
 //! 3. look up, for every distinct telemetry key (node, boot, seq), whether
-//!    it is stored and which stored sample of its boot precedes it, then read
-//!    those previous samples (from memory where it holds them);
+//!    it is stored and which stored sample of its boot precedes it (two
+//!    index probes per run of close seqs of a boot), then read those
+//!    previous samples (from memory where it holds them);
 //! 4. replay the items in order in memory: node liveness and hello, dedupe
 //!    (against the database and the earlier items), and rates against the
 //!    previous sample of the boot, stored or earlier in the batch;
