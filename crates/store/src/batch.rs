@@ -703,7 +703,7 @@ impl Store {
                             .or_default()
                             .insert(seq, (id, uptime));
                     }
-                    (_, Some(id), _) => {
+                    (1, Some(id), _) => {
                         below.insert((node_id, boot_id, seq), id);
                     }
                     _ => {}
