@@ -655,18 +655,22 @@ impl Store {
             run_of.push((key, runs.len() - 1));
         }
 
-        // (node id, boot id) -> seq -> (sample id, uptime) of the stored
-        // samples in the runs; (node id, boot id, lowest seq) of each run ->
-        // the id of the stored sample below it.
-        let mut stored: HashMap<(i64, String), BTreeMap<i64, (i64, i64)>> = HashMap::new();
-        let mut below: HashMap<(i64, String, i64), i64> = HashMap::new();
-        for chunk in runs.chunks(MAX_PARAMS / 4) {
+        // Per run: its stored samples by seq (sample id, uptime), and the id
+        // of the stored sample below it. Each row names its run by number.
+        let mut stored: Vec<BTreeMap<i64, (i64, i64)>> = vec![BTreeMap::new(); runs.len()];
+        let mut below: Vec<Option<i64>> = vec![None; runs.len()];
+        for (offset, chunk) in (0i64..)
+            .step_by(MAX_PARAMS / 5)
+            .zip(runs.chunks(MAX_PARAMS / 5))
+        {
             let (source, values) = row_source(
                 backend,
                 chunk
                     .iter()
-                    .map(|&(node_id, boot_id, lo, hi)| {
+                    .zip(offset..)
+                    .map(|(&(node_id, boot_id, lo, hi), run)| {
                         vec![
+                            Value::from(run),
                             Value::from(node_id),
                             Value::from(boot_id.to_owned()),
                             Value::from(lo),
@@ -676,12 +680,12 @@ impl Store {
                     .collect(),
             );
             let sql = format!(
-                "WITH r(node_id, boot_id, lo, hi) AS ({source}) \
-                 SELECT 0 AS below, s.node_id, s.boot_id, s.seq, s.id, s.uptime_ms \
+                "WITH r(run, node_id, boot_id, lo, hi) AS ({source}) \
+                 SELECT 0 AS below, r.run, s.seq, s.id, s.uptime_ms \
                  FROM r JOIN sample s ON s.node_id = r.node_id AND s.boot_id = r.boot_id \
                    AND s.seq BETWEEN r.lo AND r.hi \
                  UNION ALL \
-                 SELECT 1, r.node_id, r.boot_id, r.lo, \
+                 SELECT 1, r.run, r.lo, \
                  (SELECT s.id FROM sample s \
                    WHERE s.node_id = r.node_id AND s.boot_id = r.boot_id AND s.seq < r.lo \
                    ORDER BY s.seq DESC LIMIT 1), NULL \
@@ -691,20 +695,20 @@ impl Store {
                 .query_all_raw(Statement::from_sql_and_values(backend, sql, values))
                 .await?;
             for row in rows {
-                let node_id: i64 = row.try_get("", "node_id")?;
-                let boot_id: String = row.try_get("", "boot_id")?;
-                let seq: i64 = row.try_get("", "seq")?;
+                // A run number this statement bound: always in range.
+                let run = usize::try_from(row.try_get::<i64>("", "run")?).unwrap_or(usize::MAX);
                 let id: Option<i64> = row.try_get("", "id")?;
                 let uptime: Option<i64> = row.try_get("", "uptime_ms")?;
                 match (row.try_get::<i32>("", "below")?, id, uptime) {
                     (0, Some(id), Some(uptime)) => {
-                        stored
-                            .entry((node_id, boot_id))
-                            .or_default()
-                            .insert(seq, (id, uptime));
+                        if let Some(samples) = stored.get_mut(run) {
+                            samples.insert(row.try_get("", "seq")?, (id, uptime));
+                        }
                     }
-                    (1, Some(id), _) => {
-                        below.insert((node_id, boot_id, seq), id);
+                    (1, id, _) => {
+                        if let Some(slot) = below.get_mut(run) {
+                            *slot = id;
+                        }
                     }
                     _ => {}
                 }
@@ -713,15 +717,14 @@ impl Store {
 
         let mut out = HashMap::with_capacity(keys.len());
         for (key, run) in run_of {
-            let (node_id, boot_id, seq) = key;
-            let lo = runs[run].2;
-            let in_run = stored.get(&(*node_id, boot_id.clone()));
+            let seq = key.2;
             let lookup = KeyLookup {
-                stored_uptime: in_run.and_then(|s| s.get(seq)).map(|&(_, uptime)| uptime),
-                prev_id: in_run
-                    .and_then(|s| s.range(lo..*seq).next_back())
+                stored_uptime: stored[run].get(&seq).map(|&(_, uptime)| uptime),
+                prev_id: stored[run]
+                    .range(..seq)
+                    .next_back()
                     .map(|(_, &(id, _))| id)
-                    .or_else(|| below.get(&(*node_id, boot_id.clone(), lo)).copied()),
+                    .or(below[run]),
             };
             out.insert(key.clone(), lookup);
         }
