@@ -35,6 +35,34 @@ pub const INGEST_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 /// How long shutdown waits for open HTTP requests.
 pub const HTTP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 
+/// How often a SQLite database's WAL is copied into its file beside
+/// ingest's writer ([`Store::checkpoint`]). Ingest under a flood commits a
+/// few batches a second; more checkpoints would copy a page changed by
+/// each of them more often.
+pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
+
+/// Runs [`Store::checkpoint`] every `interval` until `stop` turns true.
+async fn checkpoints(store: Store, interval: Duration, mut stop: watch::Receiver<bool>) {
+    let mut ticker = tokio::time::interval(interval);
+    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+    loop {
+        tokio::select! {
+            _ = ticker.tick() => {}
+            _ = stop.wait_for(|s| *s) => return,
+        }
+        match store.checkpoint().await {
+            Ok(Some(c)) => tracing::trace!(
+                busy = c.busy,
+                wal_pages = c.wal_pages,
+                copied_pages = c.copied_pages,
+                "WAL checkpoint"
+            ),
+            Ok(None) => return,
+            Err(e) => warn!(error = %e, "WAL checkpoint failed"),
+        }
+    }
+}
+
 /// Why the controller could not start or stopped on its own.
 #[derive(Debug, thiserror::Error)]
 pub enum ServeError {
@@ -276,6 +304,11 @@ impl Controller {
             alert_metrics,
             config.alert_interval,
             config.alert_webhook_allow_private,
+            stop_rx.clone(),
+        ));
+        tokio::spawn(checkpoints(
+            store.clone(),
+            CHECKPOINT_INTERVAL,
             stop_rx.clone(),
         ));
         let liveness = tokio::spawn(liveness::run(

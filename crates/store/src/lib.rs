@@ -76,7 +76,7 @@ use std::time::Duration;
 
 use meshtable_migrations::{Migrator, MigratorTrait};
 use sea_orm::sqlx::sqlite::{SqliteConnectOptions, SqliteJournalMode, SqliteSynchronous};
-use sea_orm::{ConnectOptions, Database, DatabaseConnection, DbErr, RuntimeErr};
+use sea_orm::{ConnectOptions, ConnectionTrait, Database, DatabaseConnection, DbErr, RuntimeErr};
 
 pub use base::{InterfaceRow, TelemetryBase};
 pub use batch::{Content, Incoming, Outcome};
@@ -94,9 +94,18 @@ pub use types::{
 /// How long a SQLite writer waits for another's lock before failing.
 const SQLITE_BUSY_TIMEOUT: Duration = Duration::from_secs(10);
 
+/// Which connections of a SQLite file [`sqlite_file_options`] sets up.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum SqliteRole {
+    /// The pool: reads, and the few writes outside a batch.
+    Pool,
+    /// The one connection write transactions begin on (see `Store::writer`).
+    Writer,
+}
+
 /// The options of connections to a SQLite file: at most `max` connections,
 /// WAL journal, `synchronous=NORMAL`, a busy timeout, foreign keys.
-fn sqlite_file_options(opts: &mut ConnectOptions, max: u32, explicit_mode: bool) {
+fn sqlite_file_options(opts: &mut ConnectOptions, max: u32, explicit_mode: bool, role: SqliteRole) {
     opts.max_connections(max).map_sqlx_sqlite_opts(move |o| {
         let o = o
             .journal_mode(SqliteJournalMode::Wal)
@@ -105,12 +114,29 @@ fn sqlite_file_options(opts: &mut ConnectOptions, max: u32, explicit_mode: bool)
             .foreign_keys(true)
             // Statement journals of multi-row inserts in memory, not in
             // temporary files.
-            .pragma("temp_store", "memory")
+            .pragma("temp_store", "memory");
+        let o = match role {
             // Checkpoint every ~32 MiB of WAL instead of 4 MiB: ingest
             // rewrites the same node and index pages batch after batch, and
             // a page goes to the database file once per checkpoint however
             // often it changed.
-            .pragma("wal_autocheckpoint", SQLITE_WAL_AUTOCHECKPOINT);
+            SqliteRole::Pool => o.pragma("wal_autocheckpoint", SQLITE_WAL_AUTOCHECKPOINT),
+            SqliteRole::Writer => o
+                // `Store::checkpoint` copies the WAL into the database file
+                // beside the writer; the writer does it itself, after a
+                // commit, only when that falls behind.
+                .pragma("wal_autocheckpoint", SQLITE_WRITER_AUTOCHECKPOINT)
+                // A batch's changed pages stay in memory until it commits,
+                // instead of going to the WAL early when they outgrow the
+                // page cache (and again when changed once more). A batch's
+                // size is capped (`meshtable::ingest::BATCH_MAX_BYTES`).
+                .pragma("cache_spill", "off")
+                // Rows a statement may return before the connection's
+                // thread waits for them to be read: a batch's inserts return
+                // a row per sample, and with SQLite's default of 50 the
+                // thread stopped every 50 rows to let the batch catch up.
+                .row_buffer_size(SQLITE_WRITER_ROW_BUFFER),
+        };
         if explicit_mode {
             o
         } else {
@@ -121,6 +147,14 @@ fn sqlite_file_options(opts: &mut ConnectOptions, max: u32, explicit_mode: bool)
 
 /// WAL pages after which a commit checkpoints (SQLite's default: 1000).
 const SQLITE_WAL_AUTOCHECKPOINT: &str = "8000";
+
+/// Rows a write statement returns before the writer's thread waits for
+/// them to be read: more than a batch (`meshtable::ingest::BATCH_MAX`).
+const SQLITE_WRITER_ROW_BUFFER: usize = 16_384;
+
+/// WAL pages (~128 MiB) after which the writer checkpoints itself: when
+/// [`Store::checkpoint`] does not run, or falls behind.
+const SQLITE_WRITER_AUTOCHECKPOINT: &str = "32000";
 
 /// Connections to a SQLite file: WAL lets readers run beside the one writer.
 const SQLITE_FILE_CONNECTIONS: u32 = 4;
@@ -143,6 +177,18 @@ pub struct Store {
     /// (network, node) keys whose node row the batch writer has read: it
     /// does not insert them again (see `Store::record_batch`).
     known_nodes: std::sync::Arc<std::sync::Mutex<std::collections::HashSet<(String, String)>>>,
+}
+
+/// What a [`Store::checkpoint`] found and did.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct WalCheckpoint {
+    /// Another checkpoint was running: this one did nothing.
+    pub busy: bool,
+    /// Pages in the WAL.
+    pub wal_pages: i64,
+    /// Pages of the WAL now in the database file (all of them unless a
+    /// reader still needs older ones, or the writer committed meanwhile).
+    pub copied_pages: i64,
 }
 
 /// Where a `sqlite:` URL points.
@@ -255,8 +301,9 @@ impl Store {
     ///   one): the file and its parent directories are created if missing
     ///   (`mode=rwc` is implied unless the URL sets a mode); WAL journal,
     ///   `synchronous=NORMAL`, a busy timeout, foreign keys, statement
-    ///   journals in memory and a checkpoint every 8000 WAL pages; write
-    ///   transactions begin on a connection of their own.
+    ///   journals in memory; write transactions begin on a connection of
+    ///   their own, which checkpoints only when [`Store::checkpoint`] falls
+    ///   behind.
     /// - `sqlite::memory:`: a private in-memory database, on one connection
     ///   that is never recycled.
     /// - `postgres://...` or `postgresql://...`.
@@ -284,13 +331,18 @@ impl Store {
                     explicit_mode,
                 } => {
                     create_parent_dir(&path)?;
-                    sqlite_file_options(&mut opts, SQLITE_FILE_CONNECTIONS, explicit_mode);
+                    sqlite_file_options(
+                        &mut opts,
+                        SQLITE_FILE_CONNECTIONS,
+                        explicit_mode,
+                        SqliteRole::Pool,
+                    );
                     let mut w = ConnectOptions::new(url);
                     w.sqlx_logging(false)
                         .min_connections(1)
                         .idle_timeout(None)
                         .max_lifetime(None);
-                    sqlite_file_options(&mut w, 1, explicit_mode);
+                    sqlite_file_options(&mut w, 1, explicit_mode, SqliteRole::Writer);
                     writer_opts = Some(w);
                 }
             }
@@ -335,6 +387,42 @@ impl Store {
     /// Checks that the database answers (for health checks).
     pub async fn ping(&self) -> Result<(), StoreError> {
         Ok(self.db.ping().await?)
+    }
+
+    /// On a SQLite file, copies the pages the WAL holds into the database
+    /// file, beside the writer and without waiting for it (a passive
+    /// checkpoint); the writer then starts the WAL over. Called every
+    /// moment or so, it keeps that work off ingest's commits: a writer
+    /// checkpoints itself only when the WAL grew past
+    /// [`SQLITE_WRITER_AUTOCHECKPOINT`] pages. `None` on other databases.
+    pub async fn checkpoint(&self) -> Result<Option<WalCheckpoint>, StoreError> {
+        if self.backend != Backend::Sqlite {
+            return Ok(None);
+        }
+        let row = self
+            .db
+            .query_one_raw(sea_orm::Statement::from_string(
+                sea_orm::DbBackend::Sqlite,
+                "PRAGMA wal_checkpoint(PASSIVE)",
+            ))
+            .await?;
+        let Some(row) = row else {
+            return Ok(None);
+        };
+        let (busy, wal_pages, copied_pages): (i64, i64, i64) = (
+            row.try_get_by_index(0)?,
+            row.try_get_by_index(1)?,
+            row.try_get_by_index(2)?,
+        );
+        // -1: not in WAL mode (an in-memory database).
+        if wal_pages < 0 {
+            return Ok(None);
+        }
+        Ok(Some(WalCheckpoint {
+            busy: busy != 0,
+            wal_pages,
+            copied_pages,
+        }))
     }
 
     /// Closes the connection pool, waiting for connections in use. Clones of

@@ -937,3 +937,55 @@ async fn rewritten_tables_leave_room_for_updates_on_postgres() -> anyhow::Result
     })
     .await
 }
+
+/// A SQLite file's WAL is copied into the database by `Store::checkpoint`,
+/// not by the writer's commits (below its backstop), and the writer starts
+/// the WAL over after a checkpoint; other databases have nothing to do.
+#[tokio::test]
+async fn wal_checkpoint() -> anyhow::Result<()> {
+    each_backend("wal_checkpoint", |store| async move {
+        let write = |seq: u64| {
+            let store = store.clone();
+            async move {
+                let t = report("n1", "b1", seq, 60_000 * (seq + 1), &[("eth0", seq, seq)]);
+                store
+                    .record_telemetry("net", "n1", &t, T0 + 60_000 * (seq as i64 + 1))
+                    .await
+            }
+        };
+        for seq in 0..20 {
+            write(seq).await?;
+        }
+        if store.backend() != Backend::Sqlite {
+            ensure!(store.checkpoint().await?.is_none());
+            return Ok(());
+        }
+        // Twenty commits left their pages in the WAL; the checkpoint copies
+        // all of them (no reader holds an older snapshot).
+        let first = store
+            .checkpoint()
+            .await?
+            .context("a SQLite file has a WAL")?;
+        ensure!(!first.busy, "{first:?}");
+        ensure!(first.wal_pages >= 20, "{first:?}");
+        ensure!(first.copied_pages == first.wal_pages, "{first:?}");
+        // The next commit writes its pages from the WAL's start.
+        write(20).await?;
+        let second = store.checkpoint().await?.context("still a WAL")?;
+        ensure!(
+            second.wal_pages < first.wal_pages,
+            "{first:?} then {second:?}"
+        );
+        ensure!(second.copied_pages == second.wal_pages, "{second:?}");
+        ensure!(store.sample_count().await? == 21);
+        Ok(())
+    })
+    .await?;
+
+    // In memory: no WAL.
+    let store = Store::connect("sqlite::memory:").await?;
+    store.record_state("net", "n1", Status::Online, 1).await?;
+    ensure!(store.checkpoint().await?.is_none());
+    store.close().await?;
+    Ok(())
+}
