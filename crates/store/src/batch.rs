@@ -18,16 +18,20 @@
 //! 4. replay the items in order in memory: node liveness and hello, dedupe
 //!    (against the database and the earlier items), and rates against the
 //!    previous sample of the boot, stored or earlier in the batch;
-//! 5. write the new samples, each with its interfaces (multi-row inserts),
-//!    and the changed nodes.
+//! 5. write the new samples, each with its interfaces (multi-row inserts,
+//!    sent while step 4 goes on: see `SampleInserts`), and the changed
+//!    nodes.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
+use std::future::Future;
+use std::pin::Pin;
+use std::task::Poll;
 
 use meshtable_proto::{Clients, Hello, Message, Report, Status, Telemetry};
 use sea_orm::{
     ActiveValue::{NotSet, Set},
-    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, EntityTrait, ModelTrait,
-    QueryFilter, Statement, Value,
+    ColumnTrait, ConnectionTrait, DatabaseTransaction, DbBackend, DbErr, EntityTrait, ModelTrait,
+    QueryFilter, QueryResult, Statement, Value,
 };
 
 use crate::clock::{Anchors, Placement};
@@ -274,6 +278,131 @@ struct NewSample {
     row: sample::ActiveModel,
 }
 
+/// New samples per insert statement: some 25,000 parameters, below
+/// [`MAX_PARAMS`].
+const INSERT_CHUNK: usize = 800;
+
+/// A statement in flight, with the rows it returns.
+type InFlight<'t> = Pin<Box<dyn Future<Output = Result<Vec<QueryResult>, DbErr>> + Send + 't>>;
+
+/// Step 5's sample inserts, sent while step 4 replays the batch: each
+/// [`INSERT_CHUNK`] new samples go to the database in one statement, which
+/// runs there (on SQLite's thread, or in PostgreSQL's server) while the
+/// replay goes on here. A statement's returned ids are read before the next
+/// one goes. The samples go in batch order, so their ids ascend with it.
+///
+/// A statement in flight holds the transaction: nothing else may use it
+/// until [`SampleInserts::finish`] returned.
+struct SampleInserts<'t> {
+    txn: &'t DatabaseTransaction,
+    backend: Backend,
+    /// How many of the batch's new samples went into statements.
+    sent: usize,
+    in_flight: Option<InFlight<'t>>,
+    /// The id of every sample stored, by key.
+    ids: HashMap<SampleKey, i64>,
+}
+
+impl<'t> SampleInserts<'t> {
+    fn new(txn: &'t DatabaseTransaction, backend: Backend) -> Self {
+        SampleInserts {
+            txn,
+            backend,
+            sent: 0,
+            in_flight: None,
+            ids: HashMap::new(),
+        }
+    }
+
+    /// Sends the samples of `all` not sent yet, once there are at least
+    /// `min` of them.
+    async fn send(&mut self, all: &[NewSample], min: usize) -> Result<(), StoreError> {
+        let rows = &all[self.sent..];
+        if rows.is_empty() || rows.len() < min {
+            return Ok(());
+        }
+        let rows: Vec<sample::ActiveModel> = rows.iter().map(|s| s.row.clone()).collect();
+        let suffix = "ON CONFLICT (node_id, boot_id, seq) DO NOTHING \
+                      RETURNING id, node_id, boot_id, seq";
+        // PostgreSQL: one UNNEST statement (see `crate::unnest`); else multi-row inserts.
+        let unnest = match self.backend {
+            Backend::Postgres => crate::unnest::insert_statement(&rows, suffix),
+            Backend::Sqlite => None,
+        };
+        let statements = match unnest {
+            Some(statement) => vec![statement],
+            None => values_statements(self.txn.get_database_backend(), &rows, suffix)?,
+        };
+        self.sent = all.len();
+        let txn = self.txn;
+        for statement in statements {
+            self.wait().await?;
+            let mut query: InFlight<'t> = Box::pin(txn.query_all_raw(statement));
+            // Polled once here, the statement reaches the database now.
+            match poll_once(&mut query).await {
+                Some(rows) => self.read(rows?)?,
+                None => self.in_flight = Some(query),
+            }
+        }
+        Ok(())
+    }
+
+    /// Waits for the statement in flight, if any, and reads its rows.
+    async fn wait(&mut self) -> Result<(), StoreError> {
+        if let Some(query) = self.in_flight.take() {
+            let rows = query.await?;
+            self.read(rows)?;
+        }
+        Ok(())
+    }
+
+    fn read(&mut self, rows: Vec<QueryResult>) -> Result<(), StoreError> {
+        for row in rows {
+            let key: SampleKey = (
+                row.try_get("", "node_id")?,
+                row.try_get("", "boot_id")?,
+                row.try_get("", "seq")?,
+            );
+            self.ids.insert(key, row.try_get("", "id")?);
+        }
+        Ok(())
+    }
+
+    /// Sends the rest of `all`, the batch's new samples, and waits for
+    /// every statement. A sample that a concurrent writer stored meanwhile
+    /// becomes a duplicate. Returns the ids of those stored.
+    async fn finish(
+        mut self,
+        all: &[NewSample],
+        outcomes: &mut [Outcome],
+    ) -> Result<HashMap<SampleKey, i64>, StoreError> {
+        self.send(all, 1).await?;
+        self.wait().await?;
+        for s in all.iter().filter(|s| !self.ids.contains_key(&s.key)) {
+            tracing::warn!(
+                node_id = s.key.0,
+                boot_id = %s.key.1,
+                seq = s.key.2,
+                "report stored concurrently by another writer, dropped as duplicate"
+            );
+            outcomes[s.item] = Outcome::Duplicate;
+        }
+        Ok(self.ids)
+    }
+}
+
+/// Polls `future` once: its output if that is ready, else `None` (and the
+/// caller's task is woken when it progresses).
+async fn poll_once<F: Future + Unpin>(future: &mut F) -> Option<F::Output> {
+    std::future::poll_fn(|cx| {
+        Poll::Ready(match Pin::new(&mut *future).poll(cx) {
+            Poll::Ready(output) => Some(output),
+            Poll::Pending => None,
+        })
+    })
+    .await
+}
+
 impl Store {
     /// Records received messages in one transaction, with the same effect as
     /// recording them one by one in order (see `record_hello`,
@@ -338,6 +467,7 @@ impl Store {
         // Samples of this batch by (node, boot), by seq.
         let mut batch_samples: HashMap<(i64, String), BTreeMap<i64, PrevSample>> = HashMap::new();
         let mut new_samples: Vec<NewSample> = Vec::new();
+        let mut inserts = SampleInserts::new(&txn, self.backend);
         for (i, p) in prepared.iter().enumerate() {
             let item = match p {
                 Ok(item) => item,
@@ -403,6 +533,7 @@ impl Store {
                     group.insert(seq, this);
                     new_samples.push(new);
                     outcomes.push(Outcome::Inserted);
+                    inserts.send(&new_samples, INSERT_CHUNK).await?;
                 }
             }
             if !matches!(item.kind, ItemKind::Telemetry(_)) {
@@ -410,11 +541,10 @@ impl Store {
             }
         }
 
+        // First: until the last insert is done, it holds the transaction.
+        let ids = inserts.finish(&new_samples, &mut outcomes).await?;
         anchors.save(&txn).await?;
         crate::rollup::mark_dirty(&txn, &placed).await?;
-        let ids = self
-            .insert_samples(&txn, new_samples, &mut outcomes)
-            .await?;
         self.update_nodes(&txn, &nodes).await?;
         let transitions: Vec<(i64, i64, &str)> = nodes
             .iter()
@@ -729,61 +859,6 @@ impl Store {
             out.insert(key.clone(), lookup);
         }
         Ok(out)
-    }
-
-    /// Step 5: inserts the new samples in batch order (ids ascend with it).
-    /// A sample that a concurrent writer stored meanwhile becomes a
-    /// duplicate.
-    async fn insert_samples(
-        &self,
-        txn: &DatabaseTransaction,
-        new_samples: Vec<NewSample>,
-        outcomes: &mut [Outcome],
-    ) -> Result<HashMap<SampleKey, i64>, StoreError> {
-        let mut ids: HashMap<SampleKey, i64> = HashMap::with_capacity(new_samples.len());
-        if new_samples.is_empty() {
-            return Ok(ids);
-        }
-        let backend = txn.get_database_backend();
-        let rows: Vec<sample::ActiveModel> = new_samples.iter().map(|s| s.row.clone()).collect();
-        // PostgreSQL: one UNNEST statement (see `crate::unnest`); else multi-row inserts.
-        let unnest = match self.backend {
-            Backend::Postgres => crate::unnest::insert_statement(
-                &rows,
-                "ON CONFLICT (node_id, boot_id, seq) DO NOTHING \
-                 RETURNING id, node_id, boot_id, seq",
-            ),
-            Backend::Sqlite => None,
-        };
-        let statements: Vec<Statement> = match unnest {
-            Some(statement) => vec![statement],
-            None => values_statements(
-                backend,
-                &rows,
-                "ON CONFLICT (node_id, boot_id, seq) DO NOTHING \
-                 RETURNING id, node_id, boot_id, seq",
-            )?,
-        };
-        for statement in statements {
-            for row in txn.query_all_raw(statement).await? {
-                let key: SampleKey = (
-                    row.try_get("", "node_id")?,
-                    row.try_get("", "boot_id")?,
-                    row.try_get("", "seq")?,
-                );
-                ids.insert(key, row.try_get("", "id")?);
-            }
-        }
-        for s in new_samples.iter().filter(|s| !ids.contains_key(&s.key)) {
-            tracing::warn!(
-                node_id = s.key.0,
-                boot_id = %s.key.1,
-                seq = s.key.2,
-                "report stored concurrently by another writer, dropped as duplicate"
-            );
-            outcomes[s.item] = Outcome::Duplicate;
-        }
-        Ok(ids)
     }
 
     /// Step 3b: the stored predecessors `ids` of the batch's samples, from

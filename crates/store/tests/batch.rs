@@ -388,3 +388,65 @@ async fn samples_go_with_their_node() -> anyhow::Result<()> {
     })
     .await
 }
+
+/// A batch of several insert statements' worth of new samples (the
+/// writer sends them while it replays the rest) has the effect of the same
+/// reports in batches too small for that: same outcomes, same contents.
+#[tokio::test]
+async fn a_large_batch_equals_small_ones() -> anyhow::Result<()> {
+    each_backend("a_large_batch", |store| async move {
+        let mut rng = StdRng::seed_from_u64(7);
+        let nodes: Vec<String> = (0..40).map(|n| format!("n{n}")).collect();
+        // 60 reports per node in seq order, nodes interleaved at random,
+        // counters growing by a random step, a few redelivered.
+        let mut next = vec![0u64; nodes.len()];
+        let mut rx = vec![0u64; nodes.len()];
+        let mut msgs: Vec<Msg> = Vec::new();
+        while msgs.len() < 2600 {
+            let n = rng.random_range(0..nodes.len());
+            let redelivery = next[n] > 0 && rng.random_bool(0.05);
+            if !redelivery {
+                next[n] += 1;
+                rx[n] += rng.random_range(0..100_000);
+            }
+            let seq = next[n] - 1;
+            let mut t = examples::telemetry_v1();
+            t.node = nodes[n].clone();
+            t.boot_id = "b1".to_owned();
+            t.seq = seq;
+            t.uptime_ms = 60_000 * (seq + 1);
+            t.time_ms = T0 as u64 + t.uptime_ms;
+            t.interfaces.truncate(1);
+            t.interfaces[0].name = IFACES[0].to_owned();
+            t.interfaces[0].rx_bytes = rx[n];
+            let received = T0 + t.uptime_ms as i64;
+            msgs.push((
+                String::new(),
+                nodes[n].clone(),
+                Report::Telemetry(t),
+                received,
+            ));
+        }
+        let nets = |prefix: &str| vec![format!("{prefix}net"); msgs.len()];
+
+        let (all, small) = (nets("all-"), nets("small-"));
+        let at_once = store.record_batch(&incoming(&msgs, &all)).await?;
+        let mut in_fifties = Vec::new();
+        for chunk in incoming(&msgs, &small).chunks(50) {
+            in_fifties.extend(store.record_batch(chunk).await?);
+        }
+        ensure!(at_once == in_fifties, "outcomes differ");
+        let inserted = at_once.iter().filter(|o| **o == Outcome::Inserted).count();
+        ensure!(inserted > 2000, "{inserted} inserted");
+        ensure!(store.sample_count().await? == 2 * inserted as u64);
+        let (a, b) = (dump(&store, "all-").await?, dump(&store, "small-").await?);
+        ensure!(a == b, "contents differ\nat once: {a:#}\nin fifties: {b:#}");
+
+        // Redelivered whole: all duplicates.
+        let again = store.record_batch(&incoming(&msgs, &all)).await?;
+        ensure!(again.iter().all(|o| *o == Outcome::Duplicate));
+        ensure!(store.sample_count().await? == 2 * inserted as u64);
+        Ok(())
+    })
+    .await
+}
