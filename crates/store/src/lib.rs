@@ -124,7 +124,7 @@ fn sqlite_file_options(opts: &mut ConnectOptions, max: u32, explicit_mode: bool,
             SqliteRole::Writer => o
                 // `Store::checkpoint` copies the WAL into the database file
                 // beside the writer; the writer does it itself, after a
-                // commit, only when that falls behind.
+                // commit, only past this many WAL pages.
                 .pragma("wal_autocheckpoint", SQLITE_WRITER_AUTOCHECKPOINT)
                 // A batch's changed pages stay in memory until it commits,
                 // instead of going to the WAL early when they outgrow the
@@ -152,8 +152,13 @@ const SQLITE_WAL_AUTOCHECKPOINT: &str = "8000";
 /// them to be read: more than a batch (`meshtable::ingest::BATCH_MAX`).
 const SQLITE_WRITER_ROW_BUFFER: usize = 16_384;
 
-/// WAL pages (~128 MiB) after which the writer checkpoints itself: when
-/// [`Store::checkpoint`] does not run, or falls behind.
+/// WAL pages (~128 MiB) after which the writer checkpoints itself. Under a
+/// continuous flood the WAL grows to this: SQLite starts a WAL over only
+/// in a write transaction that began with all of it copied, and ingest
+/// begins the next batch right after a commit, before [`Store::checkpoint`]
+/// could copy it. That checkpoint has then copied most of the WAL, so the
+/// writer's own has little left to do. At 8000 pages (as the pool has),
+/// the writer checkpointed four times as often, and ingest was slower.
 const SQLITE_WRITER_AUTOCHECKPOINT: &str = "32000";
 
 /// Connections to a SQLite file: WAL lets readers run beside the one writer.
@@ -391,9 +396,9 @@ impl Store {
 
     /// On a SQLite file, copies the pages the WAL holds into the database
     /// file, beside the writer and without waiting for it (a passive
-    /// checkpoint); the writer then starts the WAL over. Called every
-    /// moment or so, it keeps that work off ingest's commits: a writer
-    /// checkpoints itself only when the WAL grew past
+    /// checkpoint); a write transaction that begins after it starts the WAL
+    /// over. Called every moment or so, it keeps that work off ingest's
+    /// commits: the writer checkpoints itself only when the WAL grew past
     /// [`SQLITE_WRITER_AUTOCHECKPOINT`] pages. `None` on other databases.
     pub async fn checkpoint(&self) -> Result<Option<WalCheckpoint>, StoreError> {
         if self.backend != Backend::Sqlite {
