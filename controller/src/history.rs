@@ -18,6 +18,7 @@ use tracing::{debug, error, info};
 
 use crate::config::HistoryConfig;
 use crate::ingest::now_ms;
+use crate::periodic::Every;
 
 /// Reconcile steps per batch of a run (a catch-up step covers 1 to 24 hours
 /// of the fleet, sized to its sample rate; see `meshtable_store::rollup`).
@@ -71,15 +72,10 @@ pub async fn run_once(
 }
 
 /// Runs the history job every `config.interval` until `stop` turns true.
-pub async fn run(store: Store, config: HistoryConfig, mut stop: watch::Receiver<bool>) {
+pub async fn run(store: Store, config: HistoryConfig, stop: watch::Receiver<bool>) {
     let policy = policy(&config);
-    let mut ticker = tokio::time::interval(config.interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+    let mut every = Every::new(config.interval, stop);
+    while every.tick().await {
         match run_once(&store, &policy, now_ms()).await {
             Ok((r, d)) => {
                 let fields = (r.hours, r.recomputed, d.samples, d.rollups);

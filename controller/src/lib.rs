@@ -29,6 +29,7 @@ pub mod ingest;
 pub mod liveness;
 pub mod metrics;
 pub mod mosquitto;
+pub mod periodic;
 pub mod reassemble;
 pub mod registry;
 pub mod serve;

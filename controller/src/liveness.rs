@@ -48,6 +48,7 @@ use crate::api::{ApiError, AppState, parse_query, parse_time};
 use crate::auth::api::json_body;
 use crate::auth::{Action, AuditTarget, Caller, audit};
 use crate::ingest::{Progress, now_ms};
+use crate::periodic::Every;
 
 /// The report interval assumed for nodes whose hello did not arrive.
 pub const DEFAULT_INTERVAL_MS: i64 = 60_000;
@@ -104,15 +105,10 @@ pub async fn run(
     offline_after: u32,
     flap: FlapPolicy,
     progress: Arc<Progress>,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+    let mut every = Every::new(interval, stop);
+    while every.tick().await {
         let now = progress.handled_until(now_ms());
         if let Err(e) = sweep_with(&store, now, offline_after, flap).await {
             error!(error = %e, "liveness sweep failed");

@@ -42,14 +42,9 @@ pub const HTTP_SHUTDOWN_TIMEOUT: Duration = Duration::from_secs(5);
 pub const CHECKPOINT_INTERVAL: Duration = Duration::from_millis(500);
 
 /// Runs [`Store::checkpoint`] every `interval` until `stop` turns true.
-async fn checkpoints(store: Store, interval: Duration, mut stop: watch::Receiver<bool>) {
-    let mut ticker = tokio::time::interval(interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+async fn checkpoints(store: Store, interval: Duration, stop: watch::Receiver<bool>) {
+    let mut every = crate::periodic::Every::new(interval, stop);
+    while every.tick().await {
         match store.checkpoint().await {
             Ok(Some(c)) => tracing::trace!(
                 busy = c.busy,

@@ -14,6 +14,7 @@ use tracing::{debug, error, info, warn};
 use super::notify::{self, NotifyError};
 use super::rules::{self, Rules};
 use crate::metrics::Metrics;
+use crate::periodic::Every;
 
 /// Why an evaluation or delivery failed.
 #[derive(Debug, thiserror::Error)]
@@ -151,7 +152,7 @@ pub async fn run(
     metrics: Arc<Metrics>,
     interval: Duration,
     allow_private: bool,
-    mut stop: watch::Receiver<bool>,
+    stop: watch::Receiver<bool>,
 ) {
     // reqwest may be built without a default TLS provider: name one (no-op
     // when one is installed already).
@@ -163,13 +164,8 @@ pub async fn run(
             return;
         }
     };
-    let mut ticker = tokio::time::interval_at(tokio::time::Instant::now() + interval, interval);
-    ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-    loop {
-        tokio::select! {
-            _ = ticker.tick() => {}
-            _ = stop.wait_for(|s| *s) => return,
-        }
+    let mut every = Every::after_one(interval, stop);
+    while every.tick().await {
         if let Err(e) = tick(&store, &metrics, &http, crate::ingest::now_ms()).await {
             error!(error = %e, "alert sweep failed");
         }
