@@ -304,13 +304,14 @@ struct SampleInserts<'t> {
 }
 
 impl<'t> SampleInserts<'t> {
-    fn new(txn: &'t DatabaseTransaction, backend: Backend) -> Self {
+    /// Inserts in `txn` of up to `keys` samples.
+    fn new(txn: &'t DatabaseTransaction, backend: Backend, keys: usize) -> Self {
         SampleInserts {
             txn,
             backend,
             sent: 0,
             in_flight: None,
-            ids: HashMap::new(),
+            ids: HashMap::with_capacity(keys),
         }
     }
 
@@ -318,7 +319,7 @@ impl<'t> SampleInserts<'t> {
     /// `min` of them.
     async fn send(&mut self, all: &[NewSample], min: usize) -> Result<(), StoreError> {
         let rows = &all[self.sent..];
-        if rows.is_empty() || rows.len() < min {
+        if rows.len() < min.max(1) {
             return Ok(());
         }
         let rows: Vec<sample::ActiveModel> = rows.iter().map(|s| s.row.clone()).collect();
@@ -467,7 +468,7 @@ impl Store {
         // Samples of this batch by (node, boot), by seq.
         let mut batch_samples: HashMap<(i64, String), BTreeMap<i64, PrevSample>> = HashMap::new();
         let mut new_samples: Vec<NewSample> = Vec::new();
-        let mut inserts = SampleInserts::new(&txn, self.backend);
+        let mut inserts = SampleInserts::new(&txn, self.backend, tele_keys.len());
         for (i, p) in prepared.iter().enumerate() {
             let item = match p {
                 Ok(item) => item,

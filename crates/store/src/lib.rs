@@ -114,18 +114,15 @@ fn sqlite_file_options(opts: &mut ConnectOptions, max: u32, explicit_mode: bool,
             .foreign_keys(true)
             // Statement journals of multi-row inserts in memory, not in
             // temporary files.
-            .pragma("temp_store", "memory");
+            .pragma("temp_store", "memory")
+            // A commit checkpoints only past this; `Store::checkpoint` does
+            // it beside the writer. One threshold for every connection: a
+            // lower one on the pool would make any API write that commits
+            // during a flood copy the writer's WAL in its request.
+            .pragma("wal_autocheckpoint", SQLITE_WAL_AUTOCHECKPOINT);
         let o = match role {
-            // Checkpoint every ~32 MiB of WAL instead of 4 MiB: ingest
-            // rewrites the same node and index pages batch after batch, and
-            // a page goes to the database file once per checkpoint however
-            // often it changed.
-            SqliteRole::Pool => o.pragma("wal_autocheckpoint", SQLITE_WAL_AUTOCHECKPOINT),
+            SqliteRole::Pool => o,
             SqliteRole::Writer => o
-                // `Store::checkpoint` copies the WAL into the database file
-                // beside the writer; the writer does it itself, after a
-                // commit, only past this many WAL pages.
-                .pragma("wal_autocheckpoint", SQLITE_WRITER_AUTOCHECKPOINT)
                 // A batch's changed pages stay in memory until it commits,
                 // instead of going to the WAL early when they outgrow the
                 // page cache (and again when changed once more). A batch's
@@ -145,21 +142,19 @@ fn sqlite_file_options(opts: &mut ConnectOptions, max: u32, explicit_mode: bool,
     });
 }
 
-/// WAL pages after which a commit checkpoints (SQLite's default: 1000).
-const SQLITE_WAL_AUTOCHECKPOINT: &str = "8000";
-
 /// Rows a write statement returns before the writer's thread waits for
 /// them to be read: more than a batch (`meshtable::ingest::BATCH_MAX`).
 const SQLITE_WRITER_ROW_BUFFER: usize = 16_384;
 
-/// WAL pages (~128 MiB) after which the writer checkpoints itself. Under a
-/// continuous flood the WAL grows to this: SQLite starts a WAL over only
-/// in a write transaction that began with all of it copied, and ingest
-/// begins the next batch right after a commit, before [`Store::checkpoint`]
-/// could copy it. That checkpoint has then copied most of the WAL, so the
-/// writer's own has little left to do. At 8000 pages (as the pool has),
-/// the writer checkpointed four times as often, and ingest was slower.
-const SQLITE_WRITER_AUTOCHECKPOINT: &str = "32000";
+/// WAL pages (~128 MiB; SQLite's default is 1000) after which a commit
+/// checkpoints. Under a continuous flood the WAL grows to this: SQLite
+/// starts a WAL over only in a write transaction that began with all of it
+/// copied, and ingest begins the next batch right after a commit, before
+/// [`Store::checkpoint`] could copy it. That checkpoint has then copied
+/// most of the WAL, so the writer's own has little left to do. At 8000
+/// pages the writer checkpointed four times as often, and ingest was
+/// slower.
+const SQLITE_WAL_AUTOCHECKPOINT: &str = "32000";
 
 /// Connections to a SQLite file: WAL lets readers run beside the one writer.
 const SQLITE_FILE_CONNECTIONS: u32 = 4;
@@ -306,9 +301,9 @@ impl Store {
     ///   one): the file and its parent directories are created if missing
     ///   (`mode=rwc` is implied unless the URL sets a mode); WAL journal,
     ///   `synchronous=NORMAL`, a busy timeout, foreign keys, statement
-    ///   journals in memory; write transactions begin on a connection of
-    ///   their own, which checkpoints only when [`Store::checkpoint`] falls
-    ///   behind.
+    ///   journals in memory, a checkpoint after a commit only past 32000
+    ///   WAL pages (see [`Store::checkpoint`]); write transactions begin on
+    ///   a connection of their own.
     /// - `sqlite::memory:`: a private in-memory database, on one connection
     ///   that is never recycled.
     /// - `postgres://...` or `postgresql://...`.
@@ -398,8 +393,8 @@ impl Store {
     /// file, beside the writer and without waiting for it (a passive
     /// checkpoint); a write transaction that begins after it starts the WAL
     /// over. Called every moment or so, it keeps that work off ingest's
-    /// commits: the writer checkpoints itself only when the WAL grew past
-    /// [`SQLITE_WRITER_AUTOCHECKPOINT`] pages. `None` on other databases.
+    /// commits: a commit checkpoints only when the WAL grew past
+    /// [`SQLITE_WAL_AUTOCHECKPOINT`] pages. `None` on other databases.
     pub async fn checkpoint(&self) -> Result<Option<WalCheckpoint>, StoreError> {
         if self.backend != Backend::Sqlite {
             return Ok(None);
