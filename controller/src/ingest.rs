@@ -9,8 +9,8 @@
 //!   polls rumqttc,          takes a batch,                stores its part in one
 //!   never blocks            verifies, decodes,            transaction (retrying on
 //!   (keepalive pings        splits it by node     acker   store errors)
-//!   go on)                  --(tickets, in order)-->  waits until every part of a
-//!                                                     batch committed, then acks it
+//!   go on), writes          --(tickets, in order)-->  waits until every part of a
+//!   the acks <--(acks, a batch at a time)------------ batch committed
 //! ```
 //!
 //! The decoder takes up to [`BATCH_MAX`] messages (and [`BATCH_MAX_BYTES`])
@@ -29,8 +29,9 @@
 //!   batch, since no retry can make it good). A batch that fails is retried
 //!   whole, and none of it is acked before it commits.
 //! - Acks go out in the order messages arrived: the acker takes batches in
-//!   order, waits for all of a batch's parts, and acks it message by message
-//!   in order; brokers (rumqttd) insist on in-order acks.
+//!   order, waits for all of a batch's parts, and hands the batch's acks, in
+//!   order, to the event loop, which writes them in one go; brokers
+//!   (rumqttd) insist on in-order acks.
 //! - A retained hello or state is recorded only when it is news (see
 //!   [`retained_is_news`]), judged against the database once every earlier
 //!   batch committed; so a retained message for a node that an earlier
@@ -45,12 +46,15 @@
 
 use std::collections::{HashSet, VecDeque};
 use std::sync::Arc;
-use std::sync::atomic::{AtomicI64, AtomicU64, AtomicUsize, Ordering};
+use std::sync::atomic::{AtomicI64, AtomicUsize, Ordering};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
 use meshtable_proto::{Kind, Report, Topic};
 use meshtable_store::{Incoming, Outcome, Store, StoreError};
-use rumqttc::{AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, Publish, QoS};
+use rumqttc::{
+    AsyncClient, ConnectionError, Event, EventLoop, MqttOptions, Packet, PubAck, PubRec, Publish,
+    QoS, Request,
+};
 use tokio::sync::{mpsc, oneshot, watch};
 use tokio::task::JoinHandle;
 use tracing::{debug, error, info, warn};
@@ -82,6 +86,9 @@ pub const BATCH_MAX: usize = 8000;
 /// wire format allows (64 KiB) do not hold 512 MiB at once. 8000 typical
 /// reports (about 2 KiB each) stay under it.
 pub const BATCH_MAX_BYTES: usize = 16 * 1024 * 1024;
+
+/// Batches of acks that wait for the event loop at most.
+pub const ACK_BATCHES: usize = 2;
 
 /// Decoded parts that wait for each committer at most.
 pub const PIPELINE_DEPTH: usize = 1;
@@ -337,14 +344,15 @@ impl Ingest {
         let (ended_tx, ended) = watch::channel(false);
         let writer_guard = EndGuard(ended_tx.clone());
         let (client, eventloop) = AsyncClient::new(options, 64);
-        let epoch = Arc::new(AtomicU64::new(0));
+        let (acks_tx, acks) = mpsc::channel(ACK_BATCHES);
         let event_loop = tokio::spawn(
             EventLoopTask {
                 eventloop,
                 client: client.clone(),
+                acks: Some(acks),
                 tx: Some(tx.clone()),
                 overflow: VecDeque::new(),
-                epoch: epoch.clone(),
+                epoch: 0,
                 filter: filter.clone(),
                 status: status_tx.clone(),
                 stop: stop.clone(),
@@ -402,8 +410,7 @@ impl Ingest {
             tokio::spawn(
                 Acker {
                     tickets,
-                    client: client.clone(),
-                    epoch,
+                    acks: acks_tx,
                     progress: progress.clone(),
                     committed: committed_tx,
                     lost_seen: crate::broker::messages_lost(),
@@ -472,7 +479,8 @@ impl Ingest {
                     error!(task, error = %e, "ingest writer failed");
                 }
             }
-            // Queued after the writer's acks, so sent after them.
+            // Queued after the acker's last acks, which the event loop
+            // writes first.
             let _ = client.disconnect().await;
             if let Err(e) = event_loop.await {
                 error!(error = %e, "ingest event loop failed");
@@ -490,9 +498,12 @@ impl Ingest {
 struct EventLoopTask {
     eventloop: EventLoop,
     client: AsyncClient,
+    /// The [`Acker`]'s acks, a batch at a time; `None` once it ended.
+    acks: Option<mpsc::Receiver<Vec<Ack>>>,
     tx: Option<mpsc::Sender<Item>>,
     overflow: VecDeque<Item>,
-    epoch: Arc<AtomicU64>,
+    /// The connection's epoch: how many times it connected.
+    epoch: u64,
     filter: String,
     status: watch::Sender<IngestStatus>,
     stop: watch::Receiver<bool>,
@@ -508,6 +519,15 @@ impl EventLoopTask {
         let mut overflow_warned = 0usize;
         let mut want_subscribe = false;
         loop {
+            // Acks cancel a `poll` in progress, as `stop` does. Once
+            // connected, that loses nothing: `poll` then waits only on
+            // reads into rumqttc's buffer, on the request channel, and on
+            // flushes of its write buffer, which all keep their place (this
+            // client writes only the requests it takes and nothing for a
+            // QoS 1 message). Acks wait while the client connects: they
+            // belong to the connection that ended, and a connection attempt
+            // is not to be cut short.
+            let connected = self.eventloop.network.is_some();
             let event = tokio::select! {
                 biased;
                 _ = self.stop.changed(), if !stopping => {
@@ -515,14 +535,22 @@ impl EventLoopTask {
                     self.close_queue();
                     continue;
                 }
+                acks = recv_some(&mut self.acks), if connected => {
+                    match acks {
+                        Some(acks) => self.send_acks(acks).await,
+                        None => self.acks = None,
+                    }
+                    continue;
+                }
                 event = self.eventloop.poll() => event,
             };
             match event {
                 Ok(Event::Incoming(Packet::ConnAck(ack))) => {
-                    let epoch = self.epoch.fetch_add(1, Ordering::SeqCst) + 1;
+                    self.epoch += 1;
                     info!(
                         session_present = ack.session_present,
-                        epoch, "mqtt connected"
+                        epoch = self.epoch,
+                        "mqtt connected"
                     );
                     failures = 0;
                     backoff = BACKOFF_MIN;
@@ -555,7 +583,7 @@ impl EventLoopTask {
                         self.overflow.push_back(Item {
                             publish,
                             received_ms: now_ms(),
-                            epoch: self.epoch.load(Ordering::SeqCst),
+                            epoch: self.epoch,
                         });
                     }
                 }
@@ -585,8 +613,8 @@ impl EventLoopTask {
                 }
             }
             // Never wait on the request channel here: this task is the one
-            // that empties it. When it is full (of the writer's acks), the
-            // subscription goes out after the next event.
+            // that empties it. When it is full, the subscription goes out
+            // after the next event.
             if want_subscribe {
                 match self.client.try_subscribe(&self.filter, QoS::AtLeastOnce) {
                     Ok(()) => want_subscribe = false,
@@ -606,6 +634,40 @@ impl EventLoopTask {
                 overflow_warned = 0;
             }
         }
+    }
+
+    /// Writes a batch's acks to the connection and flushes them at once,
+    /// where `AsyncClient::ack` would write and flush each on its own (one
+    /// system call per ack for this process, and as many reads for the
+    /// broker). Acks of an earlier connection are left out: the broker
+    /// delivers their messages again, and an ack on this connection would
+    /// be out of order. If the connection fails here, it is dropped, and
+    /// the next `poll` connects again.
+    async fn send_acks(&mut self, acks: Vec<Ack>) {
+        let timeout = Duration::from_secs(self.eventloop.network_options.connection_timeout());
+        let EventLoop { state, network, .. } = &mut self.eventloop;
+        let Some(network) = network.as_mut() else {
+            return;
+        };
+        let stale = acks.iter().filter(|a| a.epoch != self.epoch).count();
+        if stale > 0 {
+            debug!(stale, "not acking messages of an earlier connection");
+        }
+        let written = async {
+            for ack in acks.iter().filter(|a| a.epoch == self.epoch) {
+                if let Some(packet) = state.handle_outgoing_packet(ack.request())? {
+                    network.write(packet).await?;
+                }
+            }
+            network.flush().await
+        };
+        let failed = match tokio::time::timeout(timeout, written).await {
+            Ok(Ok(())) => return,
+            Ok(Err(e)) => e.to_string(),
+            Err(_) => "timed out".to_owned(),
+        };
+        warn!(error = %failed, "cannot send acks, reconnecting");
+        self.eventloop.clean();
     }
 
     /// Moves waiting messages into the channel as far as it has room.
@@ -672,6 +734,39 @@ struct Ticket {
     items: Vec<Item>,
     /// One per part of the batch.
     parts: Vec<oneshot::Receiver<()>>,
+}
+
+/// The acknowledgement a message needs, and the connection it came on.
+struct Ack {
+    epoch: u64,
+    pkid: u16,
+    qos: QoS,
+}
+
+impl Ack {
+    /// `None` for a QoS 0 message, which needs none.
+    fn of(item: &Item) -> Option<Ack> {
+        (item.publish.qos != QoS::AtMostOnce).then_some(Ack {
+            epoch: item.epoch,
+            pkid: item.publish.pkid,
+            qos: item.publish.qos,
+        })
+    }
+
+    fn request(&self) -> Request {
+        match self.qos {
+            QoS::ExactlyOnce => Request::PubRec(PubRec::new(self.pkid)),
+            _ => Request::PubAck(PubAck::new(self.pkid)),
+        }
+    }
+}
+
+/// Receives from `rx`, or never once it is `None`.
+async fn recv_some<T>(rx: &mut Option<mpsc::Receiver<T>>) -> Option<T> {
+    match rx {
+        Some(rx) => rx.recv().await,
+        None => std::future::pending().await,
+    }
 }
 
 /// Takes batches from the queue, verifies and decodes them, and hands their
@@ -924,10 +1019,8 @@ impl Committer {
 /// Acks batches in the order they came, once all their parts committed.
 struct Acker {
     tickets: mpsc::Receiver<Ticket>,
-    /// The ingest client, for the acks.
-    client: AsyncClient,
-    /// The connection's epoch (reconnect count).
-    epoch: Arc<AtomicU64>,
+    /// To the [`EventLoopTask`], which writes the acks.
+    acks: mpsc::Sender<Vec<Ack>>,
     progress: Arc<Progress>,
     /// Counts the batches acked, for the [`Decoder`].
     committed: watch::Sender<u64>,
@@ -952,15 +1045,10 @@ impl Acker {
                     return;
                 }
             }
-            let epoch = self.epoch.load(Ordering::SeqCst);
-            for item in &ticket.items {
-                if item.epoch == epoch {
-                    if let Err(e) = self.client.ack(&item.publish).await {
-                        warn!(error = %e, "cannot queue an ack");
-                    }
-                } else {
-                    debug!(topic = %item.publish.topic, "not acking a message of an earlier connection");
-                }
+            let acks: Vec<Ack> = ticket.items.iter().filter_map(Ack::of).collect();
+            if !acks.is_empty() && self.acks.send(acks).await.is_err() {
+                // The event loop is gone: the broker keeps the messages.
+                return;
             }
             self.progress
                 .pending

@@ -638,3 +638,55 @@ async fn store_errors_lose_no_report() -> Result<()> {
     second.controller.shutdown().await;
     Ok(())
 }
+
+/// Every stored report is acknowledged to the broker, in order and on the
+/// connection it came on (the embedded broker insists on both): a second
+/// controller taking over the session after a clean shutdown is given none
+/// of them again.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn acked_reports_are_not_delivered_again() -> Result<()> {
+    const REPORTS: u64 = 300;
+    let broker_addr = meshtable::broker::reserve("127.0.0.1:0".parse()?)?;
+    let _broker = meshtable::broker::EmbeddedBroker::start(broker_addr)?;
+    let dir = tempfile::tempdir()?;
+    let now = now_ms();
+    let telemetry_series = r#"meshtable_ingest_messages_total{kind="telemetry"}"#;
+    // Reports 10 s apart, the last one now.
+    let reports = |seqs: std::ops::Range<u64>| {
+        seqs.map(|seq| {
+            let mut t = telemetry(NODE, 1, now);
+            t.seq = seq;
+            t.time_ms = u64::try_from(now).unwrap() - (REPORTS + 1 - seq) * 10_000;
+            t.uptime_ms = 1_000_000 + seq * 10_000;
+            (topic(NODE, "telemetry"), encode_cbor(&t), false)
+        })
+        .collect::<Vec<_>>()
+    };
+
+    let first = Harness::with(
+        controller_on(broker_addr, dir.path()).await?,
+        tempfile::tempdir()?,
+    )
+    .await?;
+    publish_all(broker_addr, reports(1..REPORTS + 1)).await?;
+    first.wait_metric(telemetry_series, REPORTS as f64).await?;
+    first.controller.shutdown().await;
+
+    let second = Harness::with(
+        controller_on(broker_addr, dir.path()).await?,
+        tempfile::tempdir()?,
+    )
+    .await?;
+    // Published after the takeover, so it arrives after anything the
+    // broker still held for the session.
+    publish_all(broker_addr, reports(REPORTS + 1..REPORTS + 2)).await?;
+    second.wait_metric(telemetry_series, 1.0).await?;
+    assert_eq!(
+        second.metric("meshtable_ingest_duplicates_total").await?,
+        0.0,
+        "reports the first controller stored came again"
+    );
+    assert_eq!(second.controller.store().sample_count().await?, REPORTS + 1);
+    second.controller.shutdown().await;
+    Ok(())
+}
