@@ -1,8 +1,9 @@
 #!/usr/bin/env bash
 # Ingest at broker speed: the release controller (external broker mode)
 # ingests N distinct reports published through Mosquitto, on SQLite and on
-# PostgreSQL; each figure is printed beside the ceiling a plain MQTT
-# subscriber reaches on the same broker in the same run (see
+# PostgreSQL; each figure is printed beside the ceiling, the rate at which a
+# plain MQTT subscriber counts the same flow in the same run, and beside the
+# rate such a subscriber reaches with the broker alone (see
 # controller/examples/ingest_bench.rs for what is measured and how).
 #
 #   controller/bench/ingest.sh            # N = 100000

@@ -1,36 +1,38 @@
 //! Ingest through the broker: committed reports per second beside the
-//! ceiling a plain MQTT subscriber reaches on the same broker and flood.
-//! Run by `controller/bench/ingest.sh`, which builds the release binaries,
-//! prepares the databases and runs this once per backend.
+//! ceiling, the rate at which a plain MQTT subscriber counts the same flow
+//! in the same run. Run by `controller/bench/ingest.sh`, which builds the
+//! release binaries, prepares the databases and runs this once per backend.
 //!
-//! 1. Ceiling: `meshtable-sim`'s flood publishes N distinct reports as fast
-//!    as the broker acknowledges them, while a plain subscriber (QoS 1,
-//!    acking at once) counts them: ceiling = received / (last received −
-//!    first publish).
+//! 1. The broker alone: `meshtable-sim`'s flood publishes N distinct
+//!    reports as fast as the broker acknowledges them, while a plain
+//!    subscriber (QoS 1, acking at once) counts them, with the machine to
+//!    themselves: rate = received / (last received − first publish).
 //! 2. Controller: the release `meshtable` (external broker mode, its own
 //!    share group and client id) ingests a flood of N other reports, while a
-//!    plain subscriber counts the same flow again. Committed = N / (moment
-//!    the database holds all N samples − first publish), read by polling the
-//!    database. The result line gives it as a share of the ceiling, and of
-//!    what the subscriber beside the controller received: that subscriber
-//!    shares the machine with the controller, so its rate is lower than the
-//!    ceiling, the more so the more CPU the controller takes.
+//!    plain subscriber counts the same flow: its rate is the ceiling.
+//!    Committed = N / (moment the database holds all N samples − first
+//!    publish), read by polling the database. The result line gives it as a
+//!    share of the ceiling, and of the broker-alone rate of step 1: a
+//!    stricter reference, since the ceiling's subscriber shares the machine
+//!    with the controller, and is the slower the more CPU the controller
+//!    takes.
 //!
 //! The broker drops messages for a subscriber that has more than
 //! `max_queued_messages` (Mosquitto's default: 1000) waiting, so in step 2
 //! the flood is gated: report `i` is published only once fewer than
 //! `--window` reports are published and not yet committed (400 by default,
 //! leaving room for other traffic on a shared broker). The controller's
-//! figure is then what it sustains without losing anything; the ceiling is
-//! the broker's rate to a consumer that does no work.
+//! figure is then what it sustains without losing anything; the broker-alone
+//! rate is the broker's rate to a consumer that does no work.
 //!
 //! 3. CPU per report, from `/proc`: in step 2 the controller's and a local
 //!    PostgreSQL server's (all `postgres` processes of the machine, so
 //!    meaningful on an otherwise idle server); in both steps this
 //!    process's (publisher, counting subscriber, database polls) and the
 //!    broker's (`--broker-pid`). From them it prints what the broker and the
-//!    bench alone would take at half the ceiling: on a small machine they
-//!    leave the controller too little for 50 %, whatever it does.
+//!    bench alone would take at half the broker-alone rate: on a small
+//!    machine they leave the controller too little for 50 % of it, whatever
+//!    it does.
 //!
 //! ```text
 //! ingest_bench --meshtable target/release/meshtable --database-url URL --network NET
@@ -277,31 +279,31 @@ async fn main() -> anyhow::Result<()> {
     let run = suffix();
 
     // 1. Ceiling: the flood and a plain subscriber, no controller.
-    let ceiling_net = format!("bench-ceiling-{run}");
+    let alone_net = format!("bench-alone-{run}");
     let (ready_tx, ready_rx) = oneshot::channel();
     let (since_tx, since_rx) = watch::channel(None);
     let counter = tokio::spawn(flood::count(
-        count_config(&host, port, &ceiling_net, a.reports),
+        count_config(&host, port, &alone_net, a.reports),
         ready_tx,
         since_rx,
     ));
-    ready_rx.await.context("ceiling subscriber")?;
+    ready_rx.await.context("broker-alone subscriber")?;
     let (bench0, broker0) = bench_and_broker_cpu(&a);
     since_tx.send_replace(Some(Instant::now()));
-    let published = flood::flood(flood_config(&host, port, &ceiling_net, &a, "c")).await?;
-    let ceiling = counter.await??;
+    let published = flood::flood(flood_config(&host, port, &alone_net, &a, "c")).await?;
+    let alone = counter.await??;
     let (bench1, broker1) = bench_and_broker_cpu(&a);
-    let ceiling_cpu = (
-        per_report(bench1 - bench0, ceiling.received),
-        per_report(broker1 - broker0, ceiling.received),
+    let alone_cpu = (
+        per_report(bench1 - bench0, alone.received),
+        per_report(broker1 - broker0, alone.received),
     );
     println!(
-        "[{}] ceiling: published {} at {:.0}/s; plain subscriber received {} at {:.0}/s",
+        "[{}] broker alone: published {} at {:.0}/s; plain subscriber received {} at {:.0}/s",
         a.label,
         published.acked,
         published.rate(),
-        ceiling.received,
-        ceiling.rate()
+        alone.received,
+        alone.rate()
     );
 
     // 2. The controller.
@@ -373,7 +375,7 @@ async fn main() -> anyhow::Result<()> {
             elapsed: start.elapsed(),
         },
     };
-    let seen = counter.await??;
+    let ceiling = counter.await??;
     let count = store.sample_count().await? - before;
     let text = std::fs::read_to_string(&controller.log).unwrap_or_default();
     drop(controller);
@@ -390,14 +392,14 @@ async fn main() -> anyhow::Result<()> {
     let rate = count as f64 / secs;
     println!(
         "[{}] controller: {count} reports committed in {secs:.2} s = {rate:.0}/s \
-         (published {} at {:.0}/s, gate window {}; the subscriber beside it received {} at {:.0}/s); \
+         (published {} at {:.0}/s, gate window {}; the ceiling: the subscriber beside it received {} at {:.0}/s); \
          controller CPU {:.2} s = {:.0} us/report{}",
         a.label,
         published.acked,
         published.rate(),
         a.window,
-        seen.received,
-        seen.rate(),
+        ceiling.received,
+        ceiling.rate(),
         cpu,
         per_report(cpu, count),
         if pg_cpu > 0.0 {
@@ -415,30 +417,30 @@ async fn main() -> anyhow::Result<()> {
     );
     if a.broker_pid.is_some() {
         let cores = std::thread::available_parallelism().map_or(1, |n| n.get());
-        let half = ceiling.rate() / 2.0;
+        let half = alone.rate() / 2.0;
         let need = half * (broker_us + bench_us) / 1e6;
         println!(
-            "[{}] at half the ceiling ({half:.0}/s) the broker and this bench (publisher, \
-             counting subscriber, polls) would take {need:.2} of {cores} cores ({broker_us:.1} + \
-             {bench_us:.1} us per report beside the controller; {:.1} + {:.1} us in the ceiling \
-             run), leaving {:.1} us per report for the controller and its database; they \
-             took {:.1} us",
+            "[{}] at half the broker-alone rate ({half:.0}/s) the broker and this bench \
+             (publisher, counting subscriber, polls) would take {need:.2} of {cores} cores \
+             ({broker_us:.1} + {bench_us:.1} us per report beside the controller; {:.1} + {:.1} \
+             us with the broker alone), leaving {:.1} us per report for the controller and its \
+             database; they took {:.1} us",
             a.label,
-            ceiling_cpu.1,
-            ceiling_cpu.0,
+            alone_cpu.1,
+            alone_cpu.0,
             (cores as f64 - need).max(0.0) / half * 1e6,
             per_report(cpu + pg_cpu, count),
         );
     }
     println!(
         "[{}] RESULT ceiling {:.0}/s  controller {:.0}/s  = {:.0} % of the ceiling \
-         ({:.0} % of the {:.0}/s the subscriber beside it received)",
+         ({:.0} % of the {:.0}/s of the broker alone)",
         a.label,
         ceiling.rate(),
         rate,
         100.0 * rate / ceiling.rate(),
-        100.0 * rate / seen.rate(),
-        seen.rate()
+        100.0 * rate / alone.rate(),
+        alone.rate()
     );
     Ok(())
 }
