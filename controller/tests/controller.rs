@@ -639,10 +639,10 @@ async fn store_errors_lose_no_report() -> Result<()> {
     Ok(())
 }
 
-/// Every stored report is acknowledged to the broker, in order and on the
-/// connection it came on (the embedded broker insists on both): a second
-/// controller taking over the session after a clean shutdown is given none
-/// of them again.
+/// Every stored report is acknowledged to the broker, in order (the
+/// embedded broker stops delivering at a missing ack): a second controller
+/// taking over the session after a clean shutdown is given none of them
+/// again.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acked_reports_are_not_delivered_again() -> Result<()> {
     const REPORTS: u64 = 300;
