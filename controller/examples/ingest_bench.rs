@@ -278,7 +278,7 @@ async fn main() -> anyhow::Result<()> {
     let (host, port) = meshtable_sim::parse_mqtt_url(&a.mqtt_url)?;
     let run = suffix();
 
-    // 1. Ceiling: the flood and a plain subscriber, no controller.
+    // 1. The broker alone: the flood and a plain subscriber, no controller.
     let alone_net = format!("bench-alone-{run}");
     let (ready_tx, ready_rx) = oneshot::channel();
     let (since_tx, since_rx) = watch::channel(None);

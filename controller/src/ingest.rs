@@ -643,18 +643,22 @@ impl EventLoopTask {
     /// delivers their messages again, and an ack on this connection would
     /// be out of order. If the connection fails here, it is dropped, and
     /// the next `poll` connects again.
-    async fn send_acks(&mut self, acks: Vec<Ack>) {
+    async fn send_acks(&mut self, mut acks: Vec<Ack>) {
         let timeout = Duration::from_secs(self.eventloop.network_options.connection_timeout());
         let EventLoop { state, network, .. } = &mut self.eventloop;
         let Some(network) = network.as_mut() else {
             return;
         };
-        let stale = acks.iter().filter(|a| a.epoch != self.epoch).count();
-        if stale > 0 {
-            debug!(stale, "not acking messages of an earlier connection");
+        let all = acks.len();
+        acks.retain(|a| a.epoch == self.epoch);
+        if acks.len() < all {
+            debug!(
+                stale = all - acks.len(),
+                "not acking messages of an earlier connection"
+            );
         }
         let written = async {
-            for ack in acks.iter().filter(|a| a.epoch == self.epoch) {
+            for ack in &acks {
                 if let Some(packet) = state.handle_outgoing_packet(ack.request())? {
                     network.write(packet).await?;
                 }
